@@ -1,0 +1,1 @@
+"""Recommender, augmentation and evaluation (filled in by the training issues)."""

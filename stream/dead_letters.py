@@ -1,0 +1,60 @@
+"""Dead-letter records: the original bytes, untouched, with why and where they came from.
+
+The value of a dead-letter message is exactly the bytes the producer sent, so nothing is lost and
+a fixed event can be replayed as it was. The reason and the source coordinates travel as Kafka
+headers (the convention of Kafka Connect's ``errors.deadletterqueue.context.headers.enable``), and
+the key is the original key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stream.contract import InvalidEvent
+
+HEADER_PREFIX = "streamrec.dlq."
+MAX_DETAIL_CHARS = 512
+
+
+@dataclass(frozen=True, slots=True)
+class SourcePosition:
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A dead-letter message as read back from the topic."""
+
+    key: bytes | None
+    value: bytes
+    reason: str
+    detail: str
+    source: SourcePosition
+    failed_at_ms: int
+
+
+def headers_for(error: InvalidEvent, source: SourcePosition, failed_at_ms: int) -> list[tuple[str, bytes]]:
+    detail = error.detail[:MAX_DETAIL_CHARS]
+    return [
+        (HEADER_PREFIX + "reason", str(error.reason).encode()),
+        (HEADER_PREFIX + "detail", detail.encode("utf-8", "replace")),
+        (HEADER_PREFIX + "source.topic", source.topic.encode()),
+        (HEADER_PREFIX + "source.partition", str(source.partition).encode()),
+        (HEADER_PREFIX + "source.offset", str(source.offset).encode()),
+        (HEADER_PREFIX + "failed_at_ms", str(failed_at_ms).encode()),
+    ]
+
+
+def from_record(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> DeadLetter:
+    """Read a dead-letter record (for tools and tests); raises ``KeyError`` if it is not one."""
+    h = {name.removeprefix(HEADER_PREFIX): raw.decode() for name, raw in headers if name.startswith(HEADER_PREFIX)}
+    return DeadLetter(
+        key=key,
+        value=value or b"",
+        reason=h["reason"],
+        detail=h["detail"],
+        source=SourcePosition(h["source.topic"], int(h["source.partition"]), int(h["source.offset"])),
+        failed_at_ms=int(h["failed_at_ms"]),
+    )

@@ -1,0 +1,192 @@
+"""Turning a micro-batch of raw Kafka records into table updates and dead letters.
+
+:func:`classify` is pure: it sorts a batch into valid events grouped by key, invalid events with
+their reason, and misrouted events (valid, but on a partition their key does not hash to; see
+below). :class:`Ingestor` is the thin async shell the Faust agents call: it applies the valid
+groups to the tables, sends dead letters and forwards, and waits until the broker confirmed every
+send before the batch is acknowledged, so an offset is committed only for what was handled.
+
+Why misrouted events exist: Faust tables are partitioned like their source topic, so a user's
+state lives in the partition that ``user_id`` hashes to. A producer that keys by something else
+(or not at all) would scatter one user's state over several partitions. Such events are re-sent
+to the same topic keyed by their id, and processed when they arrive on the right partition.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from aiokafka.partitioner import murmur2
+from faust.streams import _current_event
+from faust.types import EventT
+
+from stream.contract import CatalogueItem, Interaction, InvalidEvent, Limits, parse_catalogue_item, parse_interaction
+from stream.dead_letters import SourcePosition, headers_for
+from stream.user_state import apply_interactions
+
+E = TypeVar("E", Interaction, CatalogueItem)
+
+
+def partition_for_key(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, as in the Java client) picks for a key."""
+    return (murmur2(key.encode("utf-8")) & 0x7FFFFFFF) % partitions
+
+
+@dataclass
+class Batch(Generic[E]):
+    """One micro-batch, sorted. ``valid`` keeps arrival order within each key."""
+
+    valid: dict[str, list[tuple[E, EventT]]] = field(default_factory=dict)
+    invalid: list[tuple[EventT, InvalidEvent]] = field(default_factory=list)
+    misrouted: list[tuple[str, EventT]] = field(default_factory=list)
+
+    @property
+    def valid_count(self) -> int:
+        return sum(len(group) for group in self.valid.values())
+
+
+def classify(
+    events: Sequence[EventT],
+    parse: Callable[[bytes], E],
+    key_of: Callable[[E], str],
+    partitions: int,
+) -> Batch[E]:
+    batch: Batch[E] = Batch()
+    for event in events:
+        raw = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
+        try:
+            parsed = parse(raw)
+        except InvalidEvent as error:
+            batch.invalid.append((event, error))
+            continue
+        key = key_of(parsed)
+        if partition_for_key(key, partitions) != event.message.partition:
+            batch.misrouted.append((key, event))
+            continue
+        batch.valid.setdefault(key, []).append((parsed, event))
+    return batch
+
+
+@contextmanager
+def writing_for(event: EventT):
+    """Make table writes inside the block belong to ``event``'s partition.
+
+    Faust routes a table write (its changelog partition and RocksDB shard) by the stream's
+    *current event*, a context variable that in a micro-batch points at whichever event came
+    last. Each coalesced write is therefore made in the context of an event of its own key.
+    """
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+@dataclass
+class IngestStats:
+    """Counters since this process started; served on ``/stats``."""
+
+    started_at: float = field(default_factory=time.time)
+    consumed: Counter[str] = field(default_factory=Counter)
+    applied_interactions: int = 0
+    applied_catalogue: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    forwarded_misrouted: int = 0
+    batches: int = 0
+    last_batch_at: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "started_at": self.started_at,
+            "uptime_s": round(time.time() - self.started_at, 3),
+            "consumed": dict(self.consumed),
+            "consumed_total": sum(self.consumed.values()),
+            "applied_interactions": self.applied_interactions,
+            "applied_catalogue": self.applied_catalogue,
+            "dead_letters": dict(self.dead_letters),
+            "dead_letters_total": sum(self.dead_letters.values()),
+            "forwarded_misrouted": self.forwarded_misrouted,
+            "batches": self.batches,
+            "last_batch_at": self.last_batch_at,
+        }
+
+
+Send = Callable[..., Awaitable[Any]]
+
+
+class Ingestor:
+    """Applies micro-batches to the user-state and catalogue tables; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        user_state: Any,
+        catalogue: Any,
+        send_dead_letter: Send,
+        forward: Callable[[str], Send],
+        limits: Limits,
+        partitions: int,
+        history_length: int,
+        stats: IngestStats,
+    ) -> None:
+        self.user_state = user_state
+        self.catalogue = catalogue
+        self.send_dead_letter = send_dead_letter
+        self.forward = forward
+        self.limits = limits
+        self.partitions = partitions
+        self.history_length = history_length
+        self.stats = stats
+
+    async def interactions(self, events: Sequence[EventT]) -> None:
+        now_ms = int(time.time() * 1000)
+        batch = classify(
+            events,
+            lambda raw: parse_interaction(raw, self.limits, now_ms),
+            lambda e: e.user_id,
+            self.partitions,
+        )
+        for user_id, group in batch.valid.items():
+            with writing_for(group[-1][1]):
+                state = self.user_state.get(user_id)
+                self.user_state[user_id] = apply_interactions(state, (e for e, _ in group), self.history_length)
+        self.stats.applied_interactions += batch.valid_count
+        await self._finish(events, batch)
+
+    async def catalogue_items(self, events: Sequence[EventT]) -> None:
+        batch = classify(events, lambda raw: parse_catalogue_item(raw, self.limits), lambda e: e.item_id, self.partitions)
+        for item_id, group in batch.valid.items():
+            item, event = group[-1]  # the latest entry replaces earlier ones
+            with writing_for(event):
+                self.catalogue[item_id] = item.model_dump(mode="json", exclude_none=True)
+        self.stats.applied_catalogue += batch.valid_count
+        await self._finish(events, batch)
+
+    async def _finish(self, events: Sequence[EventT], batch: Batch[Any]) -> None:
+        pending = []
+        now_ms = int(time.time() * 1000)
+        for event, error in batch.invalid:
+            message = event.message
+            source = SourcePosition(message.topic, message.partition, message.offset)
+            pending.append(
+                await self.send_dead_letter(
+                    key=message.key, value=message.value, headers=headers_for(error, source, now_ms)
+                )
+            )
+            self.stats.dead_letters[str(error.reason)] += 1
+        for key, event in batch.misrouted:
+            send = self.forward(event.message.topic)
+            pending.append(await send(key=key.encode("utf-8"), value=event.message.value, headers=event.headers))
+        self.stats.forwarded_misrouted += len(batch.misrouted)
+        for fut in pending:
+            await fut  # delivered to the broker: only now may the batch be acknowledged
+        for event in events:
+            self.stats.consumed[event.message.topic] += 1
+        self.stats.batches += 1
+        self.stats.last_batch_at = time.time()

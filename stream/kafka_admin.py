@@ -1,0 +1,109 @@
+"""Topic administration and offset queries through aiokafka's admin client.
+
+Topics are created explicitly, before any producer or worker touches them, so that a broker's
+auto-creation (with its own partition count) never decides how the stream is partitioned: Faust
+tables require the source topics and their changelogs to have the same number of partitions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from stream.settings import Settings
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    replication_factor: int
+    config: dict[str, str]
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    """Every topic the service reads or writes, with its partitioning and retention."""
+    n, rf = settings.topic_partitions, settings.topic_replication_factor
+    return [
+        TopicSpec(settings.topic_clicks, n, rf, {}),
+        TopicSpec(settings.topic_purchases, n, rf, {}),
+        # The catalogue is state, not history: keep the latest entry per item forever.
+        TopicSpec(settings.topic_catalogue, n, rf, {"cleanup.policy": "compact"}),
+        TopicSpec(
+            settings.topic_dead_letters, n, rf, {"retention.ms": str(settings.dead_letter_retention_ms)}
+        ),
+    ]
+
+
+async def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> list[str]:
+    """Create the missing topics; return the names created. Existing topics are left as they are."""
+    specs = topic_specs(settings) if specs is None else specs
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [s for s in specs if s.name not in existing]
+        created = []
+        for spec in missing:
+            try:
+                await admin.create_topics(
+                    [NewTopic(spec.name, spec.partitions, spec.replication_factor, topic_configs=spec.config)]
+                )
+                created.append(spec.name)
+            except TopicAlreadyExistsError:  # another process won the race
+                pass
+        if created:
+            await _wait_for_metadata(admin, created)
+        return created
+    finally:
+        await admin.close()
+
+
+async def _wait_for_metadata(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 30) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while asyncio.get_running_loop().time() < deadline:
+        if set(names) <= set(await admin.list_topics()):
+            return
+        await asyncio.sleep(0.2)
+
+
+async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """The high-water mark of every partition of ``topic`` (the number of records ever written)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if partitions is None:
+            await consumer._client.force_metadata_update()  # topic created after start()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        if not tps:
+            return {}
+        offsets = await consumer.end_offsets(tps)
+        return {tp.partition: offset for tp, offset in offsets.items()}
+    finally:
+        await consumer.stop()
+
+
+async def _reachable(bootstrap: str, timeout_s: float) -> bool:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+        await asyncio.wait_for(admin.describe_cluster(), timeout_s)
+        return True
+    except (KafkaError, OSError, asyncio.TimeoutError):
+        return False
+    finally:
+        try:
+            await admin.close()
+        except Exception:  # noqa: BLE001 - closing a half-started client may fail; nothing to do
+            pass
+
+
+def cluster_reachable(bootstrap: str, timeout_s: float = 5.0) -> bool:
+    """True when a broker at ``bootstrap`` answers a metadata request."""
+    return asyncio.run(_reachable(bootstrap, timeout_s))

@@ -1,0 +1,262 @@
+"""The embedded default broker: a single-node Apache Kafka (KRaft) run from Maven Central's jars.
+
+For users without Docker. ``fetch`` downloads the broker and its runtime dependencies once into
+``<cache_dir>/kafka-<version>/libs`` with Maven (``deploy/kafka/pom.xml``); ``start`` formats the
+KRaft log dir on first use, launches ``kafka.Kafka`` in its own process group and waits until the
+broker answers a metadata request; ``stop`` sends SIGTERM and waits for a clean shutdown. The pid,
+properties, log and data live under ``<state_dir>/kafka``.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from stream.settings import Settings
+
+_LOG4J2 = """\
+rootLogger.level=INFO
+rootLogger.appenderRef.file.ref=FILE
+appender.file.type=File
+appender.file.name=FILE
+appender.file.fileName={log}
+appender.file.layout.type=PatternLayout
+appender.file.layout.pattern=[%d] %p %m (%c)%n
+logger.kafka.name=kafka
+logger.kafka.level=WARN
+logger.apache.name=org.apache.kafka
+logger.apache.level=WARN
+logger.started.name=kafka.server.KafkaRaftServer
+logger.started.level=INFO
+"""
+
+
+class LocalKafkaError(RuntimeError):
+    """A problem the user can act on; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    running: bool
+    pid: int | None
+    bootstrap: str
+    version: str
+    log_file: Path
+
+
+def _require(tool: str, install_hint: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise LocalKafkaError(f"{tool} not found on PATH: {install_hint}")
+    return path
+
+
+def _port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); treat it as dead.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return True
+
+
+class LocalKafka:
+    """Manage the embedded broker described by ``settings`` (host, ports, version, directories)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.version = settings.local_kafka_version
+        self.libs_dir = settings.cache_dir / f"kafka-{self.version}" / "libs"
+        self.home = settings.state_dir / "kafka"
+        self.data_dir = self.home / "data"
+        self.pid_file = self.home / "broker.pid"
+        self.log_file = self.home / "broker.log"
+        self.properties_file = self.home / "server.properties"
+        self.bootstrap = f"{settings.local_kafka_host}:{settings.local_kafka_port}"
+
+    # --- jars --------------------------------------------------------------------------------
+    def fetch(self) -> Path:
+        """Download the broker jars once; later calls return the cached directory."""
+        if (self.libs_dir / ".complete").exists():
+            return self.libs_dir
+        java_hint = "install Java 17+ (e.g. apt-get install openjdk-17-jre-headless)"
+        _require("java", java_hint)
+        mvn = _require("mvn", "install Apache Maven 3.6+ (e.g. apt-get install maven) to fetch the broker")
+        pom = self.settings.local_kafka_pom
+        if not pom.exists():
+            raise LocalKafkaError(f"broker pom not found at {pom}; set STREAMREC_LOCAL_KAFKA_POM")
+        staging = self.libs_dir.with_name(f"libs.partial-{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            mvn, "-q", "-B", "-f", str(pom), f"-Dkafka.version={self.version}",
+            "dependency:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={staging}",
+        ]  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0 or not any(staging.glob("kafka_2.13-*.jar")):
+            tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-15:])
+            shutil.rmtree(staging, ignore_errors=True)
+            raise LocalKafkaError(f"Maven could not fetch Kafka {self.version}:\n{tail}")
+        (staging / ".complete").write_text(self.version)
+        shutil.rmtree(self.libs_dir, ignore_errors=True)
+        staging.rename(self.libs_dir)
+        return self.libs_dir
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def status(self) -> BrokerStatus:
+        pid = self._read_pid()
+        running = pid is not None and _pid_alive(pid)
+        return BrokerStatus(running, pid if running else None, self.bootstrap, self.version, self.log_file)
+
+    def start(self) -> BrokerStatus:
+        """Start the broker unless it already runs; return once it serves metadata requests."""
+        current = self.status()
+        if current.running:
+            self._wait_ready(current.pid)
+            return current
+        host, port = self.settings.local_kafka_host, self.settings.local_kafka_port
+        if _port_open(host, port):
+            raise LocalKafkaError(
+                f"{host}:{port} is already in use by another process; set STREAMREC_LOCAL_KAFKA_PORT "
+                "or point KAFKA_BOOTSTRAP_SERVERS at that broker"
+            )
+        libs = self.fetch()
+        java = _java()
+        self.home.mkdir(parents=True, exist_ok=True)
+        self._write_config()
+        if not (self.data_dir / "meta.properties").exists():
+            self._format(java, libs)
+        with open(self.home / "broker.out", "ab") as out:
+            process = subprocess.Popen(
+                [*self._java_cmd(java, libs), "kafka.Kafka", str(self.properties_file)],
+                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, cwd=self.home,
+            )  # fmt: skip
+        self.pid_file.write_text(str(process.pid))
+        self._wait_ready(process.pid)
+        return self.status()
+
+    def stop(self, timeout_s: float = 60.0) -> bool:
+        """Stop the broker cleanly (SIGTERM, then SIGKILL after ``timeout_s``); False if none ran."""
+        pid = self._read_pid()
+        if pid is None or not _pid_alive(pid):
+            self.pid_file.unlink(missing_ok=True)
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            _reap(pid)
+            time.sleep(0.2)
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+            _reap(pid)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    # --- internals ---------------------------------------------------------------------------
+    def _read_pid(self) -> int | None:
+        try:
+            return int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _java_cmd(self, java: str, libs: Path) -> list[str]:
+        heap = self.settings.local_kafka_heap
+        return [
+            java, f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.home / 'log4j2.properties'}",
+            "-cp", f"{libs}/*",
+        ]  # fmt: skip
+
+    def _write_config(self) -> None:
+        s = self.settings
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@{s.local_kafka_host}:{s.local_kafka_controller_port}",
+            "listeners": f"PLAINTEXT://{self.bootstrap},CONTROLLER://{s.local_kafka_host}:{s.local_kafka_controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{self.bootstrap}",
+            "controller.listener.names": "CONTROLLER",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "log.dirs": str(self.data_dir),
+            "num.partitions": str(s.topic_partitions),
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "10",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "4",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            "log.retention.hours": "168",
+        }
+        self.properties_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        (self.home / "log4j2.properties").write_text(_LOG4J2.format(log=self.log_file))
+
+    def _format(self, java: str, libs: Path) -> None:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cmd = [*self._java_cmd(java, libs), "kafka.tools.StorageTool", "format", "-t", cluster_id,
+               "-c", str(self.properties_file)]  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=self.home)
+        if done.returncode != 0:
+            raise LocalKafkaError(f"formatting KRaft storage failed:\n{done.stdout}{done.stderr}")
+
+    def _wait_ready(self, pid: int | None) -> None:
+        host, port = self.settings.local_kafka_host, self.settings.local_kafka_port
+        deadline = time.monotonic() + self.settings.local_kafka_start_timeout_s
+        while time.monotonic() < deadline:
+            if pid is not None and not _pid_alive(pid):
+                raise LocalKafkaError(f"the broker exited during start-up; see {self.log_file}\n{self._log_tail()}")
+            if _port_open(host, port) and self._answers_metadata():
+                return
+            time.sleep(0.3)
+        raise LocalKafkaError(f"the broker did not become ready in time; see {self.log_file}\n{self._log_tail()}")
+
+    def _answers_metadata(self) -> bool:
+        from stream.kafka_admin import cluster_reachable
+
+        return cluster_reachable(self.bootstrap, timeout_s=5.0)
+
+    def _log_tail(self, lines: int = 20) -> str:
+        chunks = []
+        for path in (self.log_file, self.home / "broker.out"):
+            if path.exists():
+                chunks.extend(path.read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join(chunks)
+
+
+def _java() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "java").exists():
+        return str(Path(java_home) / "bin" / "java")
+    return _require("java", "install Java 17+ (e.g. apt-get install openjdk-17-jre-headless)")
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
