@@ -73,20 +73,23 @@ async def _wait_for_metadata(admin: AIOKafkaAdminClient, names: list[str], timeo
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     """The high-water mark of every partition of ``topic`` (the number of records ever written)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        if partitions is None:
-            await consumer._client.force_metadata_update()  # topic created after start()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = await topic_partitions(consumer, topic)
         if not tps:
             return {}
         offsets = await consumer.end_offsets(tps)
         return {tp.partition: offset for tp, offset in offsets.items()}
     finally:
         await consumer.stop()
+
+
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """The partitions of ``topic``, asking the broker: a consumer without a subscription has no metadata."""
+    await consumer._client.fetch_all_metadata()
+    partitions = consumer.partitions_for_topic(topic) or set()
+    return [TopicPartition(topic, p) for p in sorted(partitions)]
 
 
 async def _reachable(bootstrap: str, timeout_s: float) -> bool:

@@ -1,0 +1,260 @@
+"""The README's main job: local broker → stream worker → live replay of a dataset → zero-loss check.
+
+It runs the same pieces a deployment runs: the worker is a separate ``streamrec worker stream``
+process, the broker is real, and the numbers printed come from the worker's ``/stats`` endpoint
+and the dead-letter topic's offsets, not from the producer's own count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from tqdm import tqdm
+
+from stream.datasets import Dataset
+from stream.kafka_admin import end_offsets, ensure_topics
+from stream.kafka_local import LocalKafka, _port_open
+from stream.replay import Pacing, ReplayReport, replay
+from stream.settings import Settings
+
+
+class WorkerProcess:
+    """A ``streamrec worker stream`` child process with its log in the state directory."""
+
+    def __init__(self, settings: Settings, env: dict[str, str] | None = None) -> None:
+        self.settings = settings
+        self.log_path = settings.state_dir / "logs" / "stream-worker.log"
+        self.env = {**os.environ, **(env or {})}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        if _port_open(self.settings.web_host, self.settings.web_port):
+            raise RuntimeError(
+                f"{self.settings.web_url} is already in use (another stream worker?); stop it or set STREAMREC_WEB_PORT"
+            )
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "stream.cli", "worker", "stream"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env,
+                start_new_session=True,
+            )  # fmt: skip
+
+    def stop(self, timeout_s: float = 60.0) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+async def fetch_stats(session: aiohttp.ClientSession, settings: Settings, totals: bool = False) -> dict[str, Any]:
+    url = f"{settings.web_url}/stats" + ("?totals=1" if totals else "")
+    async with session.get(url, timeout=aiohttp.ClientTimeout(total=10)) as response:
+        response.raise_for_status()
+        return await response.json()
+
+
+async def wait_for_worker(
+    session: aiohttp.ClientSession, settings: Settings, worker: WorkerProcess, timeout_s: float = 120
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not worker.alive():
+            raise RuntimeError(f"the stream worker exited; log {worker.log_path}:\n{worker.log_tail()}")
+        try:
+            async with session.get(f"{settings.web_url}/health", timeout=aiohttp.ClientTimeout(total=2)) as r:
+                if r.status == 200:
+                    return
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            pass
+        await asyncio.sleep(0.5)
+    raise RuntimeError(f"the stream worker did not answer on {settings.web_url} in {timeout_s:.0f}s")
+
+
+@dataclass
+class Accounting:
+    """What the worker has accounted for: events in user state and records in the dead-letter topic."""
+
+    applied: int
+    dead_letters: int
+    users: int
+    items: int
+
+    @property
+    def total(self) -> int:
+        return self.applied + self.dead_letters
+
+
+async def accounting(session: aiohttp.ClientSession, settings: Settings) -> Accounting:
+    stats = await fetch_stats(session, settings, totals=True)
+    dlq = sum((await end_offsets(settings.bootstrap_servers, settings.topic_dead_letters)).values())
+    return Accounting(stats["user_state_events_total"], dlq, stats["users"], stats["items"])
+
+
+async def settled_accounting(session: aiohttp.ClientSession, settings: Settings, quiet_s: float = 3.0) -> Accounting:
+    """Accounting once the worker has stopped moving (it may be catching up on an earlier run)."""
+    previous = await accounting(session, settings)
+    while True:
+        await asyncio.sleep(quiet_s)
+        current = await accounting(session, settings)
+        if current.total == previous.total:
+            return current
+        previous = current
+
+
+async def run_demo(
+    settings: Settings,
+    dataset: Dataset,
+    pacing: Pacing,
+    *,
+    limit: int | None,
+    keep_running: bool,
+    drain_timeout_s: float = 300.0,
+    out: Any = sys.stdout,
+) -> bool:
+    """Run the demo; return True when every replayed interaction is accounted for."""
+    broker = LocalKafka(settings) if settings.uses_embedded_kafka else None
+    started_broker = False
+    if broker is not None:
+        if not broker.status().running:
+            print(f"Starting local Kafka {broker.version} on {broker.bootstrap} (first run downloads it)…", file=out)
+            started_broker = True
+        await asyncio.to_thread(broker.start)  # blocking: waits for the JVM
+    else:
+        print(f"Using the Kafka cluster at {settings.bootstrap_servers}", file=out)
+    await ensure_topics(settings)
+
+    worker = WorkerProcess(settings)
+    worker.start()
+    ok = False
+    try:
+        async with aiohttp.ClientSession() as session:
+            await wait_for_worker(session, settings, worker)
+            print(f"Stream worker up ({settings.web_url}); log: {worker.log_path}", file=out)
+            before = await settled_accounting(session, settings, quiet_s=2.0)
+            ok = await _replay_and_check(session, settings, dataset, pacing, limit, before, worker, drain_timeout_s, out)
+            if keep_running:
+                print("Keeping the broker and worker running; press Ctrl-C to stop.", file=out)
+                while worker.alive():
+                    await asyncio.sleep(1)
+    finally:
+        if not keep_running or not worker.alive():
+            code = worker.stop()
+            print(f"Stream worker stopped (exit code {code}).", file=out)
+            if broker is not None and started_broker:
+                broker.stop()
+                print("Local Kafka stopped.", file=out)
+    return ok
+
+
+async def _replay_and_check(
+    session: aiohttp.ClientSession,
+    settings: Settings,
+    dataset: Dataset,
+    pacing: Pacing,
+    limit: int | None,
+    before: Accounting,
+    worker: WorkerProcess,
+    drain_timeout_s: float,
+    out: Any,
+) -> bool:
+    total = len(dataset.interactions) if limit is None else min(limit, len(dataset.interactions))
+    bar = tqdm(total=total, unit="ev", desc=f"replay {dataset.name}", file=out, dynamic_ncols=True)
+    live: dict[str, Any] = {}
+    rate = _Rate()
+
+    async def poll() -> None:
+        while True:
+            try:
+                stats = await fetch_stats(session, settings)
+                live.update(stats)
+                rate.update(stats["consumed_total"])
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                pass
+            bar.set_postfix_str(_summary(live, rate.per_s), refresh=True)
+            await asyncio.sleep(1.0)
+
+    def progress(report: ReplayReport) -> None:
+        bar.n = report.interactions
+        bar.refresh()
+
+    poller = asyncio.create_task(poll())
+    try:
+        report = await replay(settings, dataset, pacing, limit=limit, on_progress=progress)
+        bar.close()
+        print(
+            f"Produced {report.interactions:,} interactions and {report.catalogue:,} catalogue items "
+            f"in {report.seconds:.1f}s ({report.events_per_s:,.0f} events/s).",
+            file=out,
+        )
+        deadline = time.monotonic() + drain_timeout_s
+        now = before
+        while time.monotonic() < deadline and worker.alive():
+            now = await accounting(session, settings)
+            done = now.total - before.total
+            print(f"\r  worker: {done:,}/{report.interactions:,} accounted for · {_summary(live, rate.per_s)}   ",
+                  end="", file=out, flush=True)  # fmt: skip
+            if done >= report.interactions:
+                break
+            await asyncio.sleep(1.0)
+        print(file=out)
+    finally:
+        poller.cancel()
+    applied = now.applied - before.applied
+    dead = now.dead_letters - before.dead_letters
+    lost = report.interactions - applied - dead
+    print(
+        f"Summary: {report.interactions:,} interactions in → {applied:,} in user state + {dead:,} dead letters; "
+        f"lost: {lost:,}. Users: {now.users:,}, items: {now.items:,}. "
+        f"Worker ingestion {live.get('consumed_total', 0) / max(live.get('uptime_s', 1), 1e-9):,.0f} events/s "
+        f"over its uptime.",
+        file=out,
+    )
+    if lost == 0:
+        print("Zero loss: every event is in user state or in the dead-letter topic.", file=out)
+    else:
+        print(f"LOSS: {lost:,} events are unaccounted for; see {worker.log_path}", file=out)
+    return lost == 0
+
+
+class _Rate:
+    """Events per second between the two latest readings of a counter."""
+
+    def __init__(self) -> None:
+        self.last: tuple[float, int] | None = None
+        self.per_s = 0.0
+
+    def update(self, count: int) -> None:
+        now = time.monotonic()
+        if self.last is not None and now > self.last[0]:
+            self.per_s = (count - self.last[1]) / (now - self.last[0])
+        self.last = (now, count)
+
+
+def _summary(stats: dict[str, Any], per_s: float) -> str:
+    if not stats:
+        return "waiting for worker stats"
+    return (
+        f"{per_s:,.0f} ev/s · users {stats.get('users', 0):,} · items {stats.get('items', 0):,} · "
+        f"dead letters {stats.get('dead_letters_total', 0):,}"
+    )
