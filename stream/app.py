@@ -18,7 +18,7 @@ import faust
 from faust.web import Request, Response, View
 
 from stream.contract import Limits
-from stream.ingest import IngestStats, Ingestor
+from stream.ingest import Ingestor, IngestStats
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)

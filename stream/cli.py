@@ -144,7 +144,7 @@ def _dataset_options(fn):
         click.option("--purchase-min-rating", type=float, default=4.0, show_default=True,
                      help="ML-100K: ratings at or above this are also purchases."),
         click.option("--rate", type=float, default=None, help="Events per second (default: as fast as possible)."),
-        click.option("--speedup", type=float, default=None, help="Replay the dataset's own clock this many times faster."),
+        click.option("--speedup", type=float, default=None, help="Replay the dataset's clock N times faster."),
         click.option("--limit", type=int, default=None, help="Stop after this many interactions."),
     ]  # fmt: skip
     for option in reversed(options):
@@ -200,7 +200,9 @@ def replay_cmd(no_catalogue: bool, **kw) -> None:
             bar.refresh()
 
         report = asyncio.run(
-            replay(settings, dataset, pacing, limit=kw["limit"], include_catalogue=not no_catalogue, on_progress=progress)
+            replay(
+                settings, dataset, pacing, limit=kw["limit"], include_catalogue=not no_catalogue, on_progress=progress
+            )
         )
     click.echo(json.dumps({"catalogue": report.catalogue, "interactions": report.interactions,
                            "by_topic": dict(report.produced), "seconds": round(report.seconds, 2),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -107,7 +107,7 @@ def _timestamp_to_ms(value: Any) -> Any:
         except ValueError:
             return value  # not a date: the int validator reports a wrong type
         if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
+            parsed = parsed.replace(tzinfo=UTC)
         return int(parsed.timestamp() * 1000)
     return value
 
@@ -198,9 +198,7 @@ def _describe(error: dict[str, Any]) -> str:
 
 def _decode(raw: bytes, limits: Limits) -> dict[str, Any]:
     if len(raw) > limits.max_event_bytes:
-        raise InvalidEvent(
-            Reason.PAYLOAD_TOO_LARGE, f"{len(raw)} bytes exceeds the limit of {limits.max_event_bytes}"
-        )
+        raise InvalidEvent(Reason.PAYLOAD_TOO_LARGE, f"{len(raw)} bytes exceeds the limit of {limits.max_event_bytes}")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -238,9 +236,7 @@ def check_event_time(ts_ms: int, limits: Limits, now_ms: int | None = None) -> N
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     if ts_ms < limits.min_event_ms:
         hint = " (epoch seconds given? ts must be epoch milliseconds)" if ts_ms > 10**8 else ""
-        raise InvalidEvent(
-            Reason.TS_OUT_OF_RANGE, f"ts {_iso(ts_ms)} is before {_iso(limits.min_event_ms)}{hint}"
-        )
+        raise InvalidEvent(Reason.TS_OUT_OF_RANGE, f"ts {_iso(ts_ms)} is before {_iso(limits.min_event_ms)}{hint}")
     if ts_ms > now_ms + limits.max_future_skew_ms:
         raise InvalidEvent(
             Reason.TS_OUT_OF_RANGE,
@@ -250,7 +246,7 @@ def check_event_time(ts_ms: int, limits: Limits, now_ms: int | None = None) -> N
 
 def _iso(ms: int) -> str:
     try:
-        return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).isoformat()
+        return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat()
     except (OverflowError, OSError, ValueError):
         return f"{ms}ms"
 

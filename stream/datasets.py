@@ -115,13 +115,12 @@ def load_csv(
     raw_ts = frame[ts_col]
     if ts_unit == "iso":
         parsed = pd.to_datetime(raw_ts, utc=True, errors="coerce", format="ISO8601")
-        ms = parsed.astype("int64") // 1_000_000
-        out["ts"] = ms.where(parsed.notna(), None).astype(object)
-        out.loc[parsed.isna(), "ts"] = raw_ts[parsed.isna()]  # keep the bad value: it is dead-lettered
+        # A value that is not a time is kept as it is: the worker dead-letters it with its reason.
+        out["ts"] = [raw if pd.isna(t) else int(t.timestamp() * 1000) for t, raw in zip(parsed, raw_ts, strict=True)]
     else:
         numeric = pd.to_numeric(raw_ts, errors="coerce")
         scale = 1000 if ts_unit == "s" else 1
-        out["ts"] = [int(v * scale) if v == v else raw for v, raw in zip(numeric, raw_ts, strict=True)]
+        out["ts"] = [raw if pd.isna(v) else int(v * scale) for v, raw in zip(numeric, raw_ts, strict=True)]
     out["type"] = frame[type_col] if type_col else default_type
     if event_id_col:
         out["event_id"] = frame[event_id_col]

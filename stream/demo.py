@@ -58,6 +58,9 @@ class WorkerProcess:
             self.process.kill()
             return self.process.wait()
 
+    def wait(self) -> int | None:
+        return None if self.process is None else self.process.wait()
+
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
@@ -85,7 +88,7 @@ async def wait_for_worker(
             async with session.get(f"{settings.web_url}/health", timeout=aiohttp.ClientTimeout(total=2)) as r:
                 if r.status == 200:
                     return
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             pass
         await asyncio.sleep(0.5)
     raise RuntimeError(f"the stream worker did not answer on {settings.web_url} in {timeout_s:.0f}s")
@@ -152,11 +155,12 @@ async def run_demo(
             await wait_for_worker(session, settings, worker)
             print(f"Stream worker up ({settings.web_url}); log: {worker.log_path}", file=out)
             before = await settled_accounting(session, settings, quiet_s=2.0)
-            ok = await _replay_and_check(session, settings, dataset, pacing, limit, before, worker, drain_timeout_s, out)
+            ok = await _replay_and_check(
+                session, settings, dataset, pacing, limit, before, worker, drain_timeout_s, out
+            )
             if keep_running:
                 print("Keeping the broker and worker running; press Ctrl-C to stop.", file=out)
-                while worker.alive():
-                    await asyncio.sleep(1)
+                await asyncio.to_thread(worker.wait)
     finally:
         if not keep_running or not worker.alive():
             code = worker.stop()
@@ -189,7 +193,7 @@ async def _replay_and_check(
                 stats = await fetch_stats(session, settings)
                 live.update(stats)
                 rate.update(stats["consumed_total"])
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 pass
             bar.set_postfix_str(_summary(live, rate.per_s), refresh=True)
             await asyncio.sleep(1.0)

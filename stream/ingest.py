@@ -160,7 +160,9 @@ class Ingestor:
         await self._finish(events, batch)
 
     async def catalogue_items(self, events: Sequence[EventT]) -> None:
-        batch = classify(events, lambda raw: parse_catalogue_item(raw, self.limits), lambda e: e.item_id, self.partitions)
+        batch = classify(
+            events, lambda raw: parse_catalogue_item(raw, self.limits), lambda e: e.item_id, self.partitions
+        )
         for item_id, group in batch.valid.items():
             item, event = group[-1]  # the latest entry replaces earlier ones
             with writing_for(event):

@@ -33,9 +33,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic_purchases, n, rf, {}),
         # The catalogue is state, not history: keep the latest entry per item forever.
         TopicSpec(settings.topic_catalogue, n, rf, {"cleanup.policy": "compact"}),
-        TopicSpec(
-            settings.topic_dead_letters, n, rf, {"retention.ms": str(settings.dead_letter_retention_ms)}
-        ),
+        TopicSpec(settings.topic_dead_letters, n, rf, {"retention.ms": str(settings.dead_letter_retention_ms)}),
     ]
 
 
@@ -87,8 +85,8 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 
 async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
     """The partitions of ``topic``, asking the broker: a consumer without a subscription has no metadata."""
-    await consumer._client.fetch_all_metadata()
-    partitions = consumer.partitions_for_topic(topic) or set()
+    cluster = await consumer._client.fetch_all_metadata()
+    partitions = cluster.partitions_for_topic(topic) or set()
     return [TopicPartition(topic, p) for p in sorted(partitions)]
 
 
@@ -98,7 +96,7 @@ async def _reachable(bootstrap: str, timeout_s: float) -> bool:
         await asyncio.wait_for(admin.start(), timeout_s)
         await asyncio.wait_for(admin.describe_cluster(), timeout_s)
         return True
-    except (KafkaError, OSError, asyncio.TimeoutError):
+    except (TimeoutError, KafkaError, OSError):
         return False
     finally:
         try:

@@ -7,7 +7,7 @@ bootstrap address is set, the service uses that cluster and never starts the emb
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -63,12 +63,12 @@ class Settings(BaseSettings):
     # --- Validation limits -----------------------------------------------------------------
     max_event_bytes: int = Field(default=64 * 1024, ge=256)
     max_future_skew_s: float = Field(default=24 * 3600, ge=0)
-    min_event_time: datetime = datetime(1990, 1, 1, tzinfo=timezone.utc)
+    min_event_time: datetime = datetime(1990, 1, 1, tzinfo=UTC)
 
     @field_validator("min_event_time")
     @classmethod
     def _aware(cls, value: datetime) -> datetime:
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
 
     @cached_property
     def uses_embedded_kafka(self) -> bool:

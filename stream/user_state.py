@@ -36,9 +36,7 @@ def empty_state() -> UserState:
     return UserState(events=0, clicks=0, purchases=0, first_ts=0, last_ts=0, recent=[])
 
 
-def apply_interactions(
-    state: UserState | None, interactions: Iterable[Interaction], history_length: int
-) -> UserState:
+def apply_interactions(state: UserState | None, interactions: Iterable[Interaction], history_length: int) -> UserState:
     """Return the state after ``interactions``; the input is not modified.
 
     ``recent`` stays ordered by event time even when events arrive late, and keeps the newest

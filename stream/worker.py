@@ -18,6 +18,7 @@ from stream.settings import Settings
 def run_stream_worker(settings: Settings) -> None:
     # Topics first, with the configured partition count, before Faust or a producer can auto-create them.
     asyncio.run(ensure_topics(settings))
+    settings.state_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     built = build_app(settings)
     worker = faust.Worker(built.app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()

@@ -1,0 +1,167 @@
+"""Fixtures for tests against a real Apache Kafka broker and real worker processes.
+
+One broker runs for the whole session, started and stopped through ``streamrec kafka`` on free
+ports in a temporary state directory (the jars come from the shared cache). Each test gets its
+own topics and application id, so tests never see each other's events or consumer offsets.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stream.settings import Settings
+
+pytestmark = pytest.mark.integration
+_counter = itertools.count()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env_for(settings: dict[str, Any]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_") and k != "KAFKA_BOOTSTRAP_SERVERS"}
+    env.update({f"STREAMREC_{k.upper()}": str(v) for k, v in settings.items()})
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def streamrec(args: list[str], settings: dict[str, Any], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "stream.cli", *args], env=env_for(settings), capture_output=True, text=True, **kwargs
+    )
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The session's broker settings; started with ``streamrec kafka start``, stopped at the end."""
+    state = tmp_path_factory.mktemp("broker")
+    base = {
+        "state_dir": state,
+        "local_kafka_port": free_port(),
+        "local_kafka_controller_port": free_port(),
+        "local_kafka_heap": "512m",
+    }
+    started = streamrec(["kafka", "start"], base, timeout=300)
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert "running on 127.0.0.1:" in started.stdout
+    yield base
+    stopped = streamrec(["kafka", "stop"], base, timeout=120)
+    assert stopped.stdout.strip() == "Kafka stopped."
+
+
+@pytest.fixture
+def app_settings(broker: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    """Settings for one test: its own topics, app id, state directory and web port."""
+    n = next(_counter)
+    prefix = f"t{n}-{os.getpid()}"
+    return {
+        **broker,
+        "kafka_bootstrap_servers": f"127.0.0.1:{broker['local_kafka_port']}",
+        "app_id": prefix,
+        "topic_clicks": f"{prefix}.clicks",
+        "topic_purchases": f"{prefix}.purchases",
+        "topic_catalogue": f"{prefix}.catalogue",
+        "topic_dead_letters": f"{prefix}.dead-letters",
+        "topic_partitions": 4,
+        "state_dir": tmp_path / "state",
+        "web_port": free_port(),
+        "batch_within_s": 0.1,
+        "log_level": "warning",
+    }
+
+
+def settings_of(values: dict[str, Any]) -> Settings:
+    return Settings(**values)
+
+
+class Worker:
+    """A ``streamrec worker stream`` process, its log, and HTTP helpers for its endpoints."""
+
+    def __init__(self, settings: dict[str, Any], log_path: Path) -> None:
+        self.settings = settings
+        self.url = f"http://127.0.0.1:{settings['web_port']}"
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "stream.cli", "worker", "stream"],
+            env=env_for(settings),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        self.wait_healthy()
+
+    def get(self, path: str) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=10) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"null")
+
+    def wait_healthy(self, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"worker exited:\n{self.log_tail()}"
+            try:
+                if self.get("/health")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"worker not healthy after {timeout_s}s:\n{self.log_tail()}")
+
+    def wait_for(self, condition: Callable[[dict[str, Any]], bool], timeout_s: float = 90) -> dict[str, Any]:
+        """Poll ``/stats?totals=1`` until ``condition`` holds; fail with the last stats otherwise."""
+        deadline = time.monotonic() + timeout_s
+        stats: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"worker exited:\n{self.log_tail()}"
+            status, stats = self.get("/stats?totals=1")
+            if status == 200 and condition(stats):
+                return stats
+            time.sleep(0.3)
+        raise AssertionError(f"condition not met in {timeout_s}s; last stats {stats}\n{self.log_tail()}")
+
+    def stop(self, timeout_s: float = 60) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
+    workers: list[Worker] = []
+
+    def start(settings: dict[str, Any]) -> Worker:
+        worker = Worker(settings, tmp_path / "logs" / f"worker-{len(workers)}.log")
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()

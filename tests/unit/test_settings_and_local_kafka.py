@@ -1,0 +1,61 @@
+import subprocess
+import sys
+
+import pytest
+
+from stream.contract import InvalidEvent, Reason
+from stream.dead_letters import SourcePosition, from_record, headers_for
+from stream.kafka_local import LocalKafka, LocalKafkaError
+from stream.settings import Settings
+
+
+def test_kafka_bootstrap_servers_selects_an_existing_cluster(monkeypatch):
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "broker-a:9092,broker-b:9092")
+    settings = Settings()
+    assert settings.bootstrap_servers == "broker-a:9092,broker-b:9092"
+    assert not settings.uses_embedded_kafka
+
+
+def test_embedded_default_and_prefixed_variables(monkeypatch):
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.setenv("STREAMREC_LOCAL_KAFKA_PORT", "19999")
+    monkeypatch.setenv("STREAMREC_TOPIC_PARTITIONS", "6")
+    settings = Settings()
+    assert settings.uses_embedded_kafka and settings.bootstrap_servers == "127.0.0.1:19999"
+    assert settings.topic_partitions == 6
+
+
+def test_missing_maven_is_a_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    settings = Settings(cache_dir=tmp_path / "cache", state_dir=tmp_path / "state")
+    with pytest.raises(LocalKafkaError) as caught:
+        LocalKafka(settings).fetch()
+    assert "not found on PATH" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_cli_reports_missing_java_in_one_line(tmp_path):
+    env = {
+        "PATH": str(tmp_path),
+        "STREAMREC_CACHE_DIR": str(tmp_path / "c"),
+        "STREAMREC_STATE_DIR": str(tmp_path / "s"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "stream.cli", "kafka", "start"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "Error: java not found on PATH: install Java 17+ (e.g. apt-get install openjdk-17-jre-headless)"
+    ]
+
+
+def test_dead_letter_headers_round_trip():
+    error = InvalidEvent(Reason.EMPTY_ID, "user_id: String should have at least 1 character")
+    headers = headers_for(error, SourcePosition("clicks", 3, 1234), failed_at_ms=99)
+    letter = from_record(b"k", b"{raw}", headers)
+    assert (letter.reason, letter.source, letter.value, letter.failed_at_ms) == (
+        "empty_id",
+        SourcePosition("clicks", 3, 1234),
+        b"{raw}",
+        99,
+    )
+    assert letter.detail.startswith("user_id:")
