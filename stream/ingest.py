@@ -99,6 +99,7 @@ class IngestStats:
     dead_letters: Counter[str] = field(default_factory=Counter)
     forwarded_misrouted: int = 0
     batches: int = 0
+    first_batch_at: float | None = None
     last_batch_at: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -113,6 +114,7 @@ class IngestStats:
             "dead_letters_total": sum(self.dead_letters.values()),
             "forwarded_misrouted": self.forwarded_misrouted,
             "batches": self.batches,
+            "first_batch_at": self.first_batch_at,
             "last_batch_at": self.last_batch_at,
         }
 
@@ -192,3 +194,5 @@ class Ingestor:
             self.stats.consumed[event.message.topic] += 1
         self.stats.batches += 1
         self.stats.last_batch_at = time.time()
+        if self.stats.first_batch_at is None:
+            self.stats.first_batch_at = self.stats.last_batch_at

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     history_length: int = Field(default=50, ge=1, description="Interactions kept per user.")
     batch_size: int = Field(default=1000, ge=1, description="Micro-batch size for agents.")
     batch_within_s: float = Field(default=0.2, gt=0, description="Max wait to fill a batch.")
+    max_poll_records: int = Field(default=5000, ge=1, description="Records per fetch from Kafka.")
+    stream_buffer_maxsize: int = Field(default=20000, ge=1, description="Faust's per-stream buffer.")
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=1, le=65535)
     log_level: str = "info"

@@ -1,0 +1,185 @@
+"""Ingestion throughput: the Faust agent against raw aiokafka consumer loops over the same topics.
+
+    .venv/bin/python bench/ingest.py [--events N] [--partitions P]
+
+One run, side by side: the ML-100K stream (clicks + purchases) is produced once into fresh
+topics, then read three times from the beginning:
+
+1. ``raw-consume``: an aiokafka consumer loop that only counts records (the ceiling);
+2. ``raw-same-work``: the same loop doing the agent's per-event work in plain Python
+   (validation, grouping, user-state update in a dict): what ingestion costs without Faust;
+3. ``faust-empty-agent``: a Faust agent that only counts (``bench/faust_empty_agent.py``): the
+   framework's own ceiling on this machine;
+4. ``faust-worker``: a real ``streamrec worker stream`` process (tables with changelogs,
+   RocksDB, dead-letter handling, commits), timed from its first to its last batch.
+
+It starts the embedded broker on its own ports unless KAFKA_BOOTSTRAP_SERVERS is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from stream.contract import InvalidEvent, Limits, parse_interaction  # noqa: E402
+from stream.datasets import load_ml100k  # noqa: E402
+from stream.kafka_admin import ensure_topics  # noqa: E402
+from stream.kafka_local import LocalKafka  # noqa: E402
+from stream.replay import replay  # noqa: E402
+from stream.settings import Settings  # noqa: E402
+from stream.user_state import apply_interactions  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def raw_loop(settings: Settings, total: int, same_work: bool) -> float:
+    consumer = AIOKafkaConsumer(
+        *settings.interaction_topics,
+        bootstrap_servers=settings.bootstrap_servers,
+        group_id=f"bench-raw-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        max_poll_records=2000,
+    )
+    await consumer.start()
+    limits = Limits.from_settings(settings)
+    states: dict[str, dict] = {}
+    seen = 0
+    started = None
+    try:
+        while seen < total:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=2000)
+            if started is None and batches:
+                started = time.perf_counter()
+            for records in batches.values():
+                seen += len(records)
+                if not same_work:
+                    continue
+                now_ms = int(time.time() * 1000)
+                groups: dict[str, list] = {}
+                for record in records:
+                    try:
+                        event = parse_interaction(record.value, limits, now_ms)
+                    except InvalidEvent:
+                        continue
+                    groups.setdefault(event.user_id, []).append(event)
+                for user, group in groups.items():
+                    states[user] = apply_interactions(states.get(user), group, settings.history_length)
+        return seen / (time.perf_counter() - (started or time.perf_counter()))
+    finally:
+        await consumer.stop()
+
+
+def interactions_consumed(stats: dict, settings: Settings) -> int:
+    return sum(stats["consumed"].get(topic, 0) for topic in settings.interaction_topics)
+
+
+def faust_worker(settings: Settings, env: dict[str, str], total: int, log: Path) -> tuple[float, dict]:
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stream.cli", "worker", "stream"], env={**os.environ, **env}, stdout=out, stderr=out
+        )
+    try:
+        deadline = time.monotonic() + 600
+        stats: dict = {}
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker exited; see {log}")
+            try:
+                with urllib.request.urlopen(f"{settings.web_url}/stats", timeout=5) as response:
+                    stats = json.loads(response.read())
+            except OSError:
+                time.sleep(0.5)
+                continue
+            if interactions_consumed(stats, settings) >= total:
+                break
+            time.sleep(0.2)
+        span = stats["last_batch_at"] - stats["first_batch_at"]
+        return interactions_consumed(stats, settings) / span, stats
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def faust_empty_agent(env: dict[str, str], total: int, out: Path) -> float:
+    script = Path(__file__).with_name("faust_empty_agent.py")
+    env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, str(script), str(total), str(out)], env=env, capture_output=True, timeout=900
+    )
+    if not out.exists():
+        raise RuntimeError(f"empty agent failed:\n{done.stdout.decode()[-2000:]}{done.stderr.decode()[-2000:]}")
+    return float(out.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=None, help="interactions to replay (default: all 155,375)")
+    parser.add_argument("--partitions", type=int, default=4)
+    args = parser.parse_args()
+
+    tag = uuid.uuid4().hex[:6]
+    env = {
+        "STREAMREC_STATE_DIR": tempfile.mkdtemp(prefix="streamrec-bench-"),
+        "STREAMREC_LOCAL_KAFKA_PORT": str(free_port()),
+        "STREAMREC_LOCAL_KAFKA_CONTROLLER_PORT": str(free_port()),
+        "STREAMREC_WEB_PORT": str(free_port()),
+        "STREAMREC_APP_ID": f"bench-{tag}",
+        "STREAMREC_TOPIC_CLICKS": f"bench-{tag}.clicks",
+        "STREAMREC_TOPIC_PURCHASES": f"bench-{tag}.purchases",
+        "STREAMREC_TOPIC_CATALOGUE": f"bench-{tag}.catalogue",
+        "STREAMREC_TOPIC_DEAD_LETTERS": f"bench-{tag}.dead-letters",
+        "STREAMREC_TOPIC_PARTITIONS": str(args.partitions),
+        "STREAMREC_LOG_LEVEL": "warning",
+        "PYTHONUNBUFFERED": "1",
+    }
+    os.environ.update(env)
+    settings = Settings()
+    broker = LocalKafka(settings) if settings.uses_embedded_kafka else None
+    if broker:
+        broker.start()
+    try:
+        dataset = load_ml100k()
+        asyncio.run(ensure_topics(settings))
+        report = asyncio.run(replay(settings, dataset, limit=args.events, include_catalogue=False))
+        total = report.interactions
+        print(f"produced {total:,} interactions, {args.partitions} partitions per topic")
+        results = {
+            "raw-consume": asyncio.run(raw_loop(settings, total, same_work=False)),
+            "raw-same-work": asyncio.run(raw_loop(settings, total, same_work=True)),
+        }
+        results["faust-empty-agent"] = faust_empty_agent(env, total, settings.state_dir / "empty-agent.rate")
+        results["faust-worker"], stats = faust_worker(settings, env, total, settings.state_dir / "worker.log")
+        assert stats["applied_interactions"] == total, stats
+        print(f"machine: {platform.node()} ({os.cpu_count()} cores), Python {platform.python_version()}")
+        print("command: .venv/bin/python bench/ingest.py " + " ".join(sys.argv[1:]))
+        print(f"{'loop':<16}{'events/s':>12}{'faust / loop':>16}")
+        for name, rate in results.items():
+            print(f"{name:<16}{rate:>12,.0f}{results['faust-worker'] / rate:>16.2f}")
+        print(json.dumps({"events": total, "partitions": args.partitions, "events_per_s": results}))
+    finally:
+        if broker:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    main()
