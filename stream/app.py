@@ -133,20 +133,21 @@ def _register_views(app: faust.App, stats: IngestStats, user_state: faust.Table,
                 body["user_state_events_total"] = sum(state["events"] for state in user_state.values() if state)
             return self.json(body)
 
-    @app.page("/users/{user_id}")
-    class UserStateView(View):
-        @app.table_route(table=user_state, match_info="user_id")
-        async def get(self, request: Request, user_id: str) -> Response:
-            state = user_state.get(user_id)
-            if state is None:
-                return self.json({"error": f"unknown user {user_id!r}"}, status=404)
-            return self.json({"user_id": user_id, **state})
+    _register_entity_view(app, user_state, "users", "user_id")
+    _register_entity_view(app, catalogue, "items", "item_id")
 
-    @app.page("/items/{item_id}")
-    class ItemView(View):
-        @app.table_route(table=catalogue, match_info="item_id")
-        async def get(self, request: Request, item_id: str) -> Response:
-            item = catalogue.get(item_id)
-            if item is None:
-                return self.json({"error": f"unknown item {item_id!r}"}, status=404)
-            return self.json(item)
+
+def _register_entity_view(app: faust.App, table: faust.Table, plural: str, id_field: str) -> None:
+    """``GET /<plural>/{id}``: one table entry, routed to the worker that owns its partition."""
+
+    class EntityView(View):
+        @app.table_route(table=table, match_info=id_field)
+        async def get(self, request: Request, **match: str) -> Response:
+            entity_id = match[id_field]
+            entry = table.get(entity_id)
+            if entry is None:
+                return self.json({"error": f"unknown {plural[:-1]} {entity_id!r}"}, status=404)
+            return self.json({id_field: entity_id, **entry})
+
+    EntityView.__name__ = f"{plural.title()}View"
+    app.page(f"/{plural}/{{{id_field}}}")(EntityView)
