@@ -47,15 +47,17 @@ def _local_kafka():
 
 
 def _kafka_errors(fn):
+    """Turn the errors a user can act on into one-line messages instead of tracebacks."""
     from functools import wraps
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
+        from stream.kafka_admin import KafkaUnavailable, TopicLayoutError
         from stream.kafka_local import LocalKafkaError
 
         try:
             return fn(*args, **kwargs)
-        except (LocalKafkaError, FileNotFoundError) as exc:
+        except (LocalKafkaError, KafkaUnavailable, TopicLayoutError, FileNotFoundError) as exc:
             raise click.ClickException(str(exc)) from None
 
     return wrapper
@@ -105,6 +107,7 @@ def topics() -> None:
 
 
 @topics.command("create")
+@_kafka_errors
 def topics_create() -> None:
     """Create the service's topics with the configured partitions (existing ones are kept)."""
     from stream.kafka_admin import ensure_topics
@@ -120,6 +123,7 @@ def worker() -> None:
 
 
 @worker.command("stream")
+@_kafka_errors
 def worker_stream() -> None:
     """Run the Faust stream worker (ingestion agents, tables, web endpoints) until SIGTERM."""
     from stream.worker import run_stream_worker
@@ -181,6 +185,7 @@ def _pacing(kw: dict):
 @main.command("replay")
 @_dataset_options
 @click.option("--no-catalogue", is_flag=True, help="Send interactions only.")
+@_kafka_errors
 def replay_cmd(no_catalogue: bool, **kw) -> None:
     """Produce a dataset into Kafka as a live stream (catalogue first, then interactions in time order)."""
     from tqdm import tqdm
@@ -212,10 +217,10 @@ def replay_cmd(no_catalogue: bool, **kw) -> None:
 @main.command("demo")
 @_dataset_options
 @click.option("--keep-running", is_flag=True, help="Leave the broker and worker running after the replay.")
+@_kafka_errors
 def demo_cmd(keep_running: bool, **kw) -> None:
     """Start the local broker and a stream worker, replay a dataset live, check nothing was lost."""
     from stream.demo import run_demo
-    from stream.kafka_local import LocalKafkaError
 
     if kw["dataset"] is None and kw["csv_path"] is None:
         kw["dataset"] = "ml-100k"
@@ -223,7 +228,7 @@ def demo_cmd(keep_running: bool, **kw) -> None:
     dataset = _load_dataset(kw)
     try:
         ok = asyncio.run(run_demo(settings, dataset, _pacing(kw), limit=kw["limit"], keep_running=keep_running))
-    except (LocalKafkaError, RuntimeError) as exc:
+    except RuntimeError as exc:  # the worker failed to start; the message carries its log tail
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         ok = True
@@ -245,6 +250,7 @@ def schemas_cmd(out: Path) -> None:
 
 @main.command("dead-letters")
 @click.option("--limit", type=int, default=20, show_default=True)
+@_kafka_errors
 def dead_letters_cmd(limit: int) -> None:
     """Print the newest dead letters: reason, source position and the start of the original bytes."""
     from stream.dead_letters import read_dead_letters

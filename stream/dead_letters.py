@@ -64,10 +64,10 @@ async def read_dead_letters(bootstrap: str, topic: str, last: int | None = None)
     """Every dead letter currently in ``topic`` (or the newest ``last`` per partition), oldest first."""
     from aiokafka import AIOKafkaConsumer
 
-    from stream.kafka_admin import topic_partitions
+    from stream.kafka_admin import start_client, topic_partitions
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
+    await start_client(consumer, bootstrap)
     try:
         tps = await topic_partitions(consumer, topic)
         if not tps:

@@ -8,13 +8,40 @@ tables require the source topics and their changelogs to have the same number of
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
 from stream.settings import Settings
+
+
+class KafkaUnavailable(RuntimeError):
+    """No broker answers at the configured address."""
+
+    def __init__(self, bootstrap: str) -> None:
+        super().__init__(
+            f"cannot reach Kafka at {bootstrap}: start the local broker with `streamrec kafka start`, "
+            "or set KAFKA_BOOTSTRAP_SERVERS to a running cluster"
+        )
+
+
+async def start_client(client: Any, bootstrap: str) -> None:
+    """Start an aiokafka client, turning "no broker there" into :class:`KafkaUnavailable`."""
+    try:
+        await client.start()
+    except KafkaConnectionError:
+        shutdown = getattr(client, "close", None) or client.stop  # admin clients close, consumers stop
+        with contextlib.suppress(KafkaError, OSError):
+            await shutdown()
+        raise KafkaUnavailable(bootstrap) from None
+
+
+class TopicLayoutError(RuntimeError):
+    """An existing topic's partitioning cannot work with the tables built on it."""
 
 
 @dataclass(frozen=True)
@@ -23,6 +50,8 @@ class TopicSpec:
     partitions: int
     replication_factor: int
     config: dict[str, str]
+    # Source topics of tables must have exactly the tables' partition count.
+    co_partitioned: bool = True
 
 
 def topic_specs(settings: Settings) -> list[TopicSpec]:
@@ -38,12 +67,17 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
 
 
 async def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> list[str]:
-    """Create the missing topics; return the names created. Existing topics are left as they are."""
+    """Create the missing topics and return their names; check the partitioning of existing ones.
+
+    Raises :class:`KafkaUnavailable` when no broker answers and :class:`TopicLayoutError` when an
+    existing source topic has another partition count than the tables need.
+    """
     specs = topic_specs(settings) if specs is None else specs
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    await admin.start()
+    await start_client(admin, settings.bootstrap_servers)
     try:
         existing = set(await admin.list_topics())
+        await _check_partitions(admin, [s for s in specs if s.name in existing and s.co_partitioned])
         missing = [s for s in specs if s.name not in existing]
         created = []
         for spec in missing:
@@ -61,6 +95,19 @@ async def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None
         await admin.close()
 
 
+async def _check_partitions(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:
+    if not specs:
+        return
+    found = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics([s.name for s in specs])}
+    for spec in specs:
+        if found.get(spec.name, spec.partitions) != spec.partitions:
+            raise TopicLayoutError(
+                f"topic {spec.name} has {found[spec.name]} partition(s) but STREAMREC_TOPIC_PARTITIONS="
+                f"{spec.partitions}: the tables need the same count as their source topics. Set "
+                f"STREAMREC_TOPIC_PARTITIONS={found[spec.name]}, or recreate the topic."
+            )
+
+
 async def _wait_for_metadata(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 30) -> None:
     deadline = asyncio.get_running_loop().time() + timeout_s
     while asyncio.get_running_loop().time() < deadline:
@@ -72,7 +119,7 @@ async def _wait_for_metadata(admin: AIOKafkaAdminClient, names: list[str], timeo
 async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     """The high-water mark of every partition of ``topic`` (the number of records ever written)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
+    await start_client(consumer, bootstrap)
     try:
         tps = await topic_partitions(consumer, topic)
         if not tps:

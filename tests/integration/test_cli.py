@@ -51,3 +51,23 @@ def test_demo_from_csv_dead_letters_bad_rows(app_settings, tmp_path):
     done = streamrec(args, app_settings, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert re.search(r"6 interactions in → 3 in user state \+ 3 dead letters; lost: 0\.", done.stdout), done.stdout
+
+
+def test_topics_create_refuses_a_source_topic_with_the_wrong_partition_count(app_settings):
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    async def create_one_partition_topic() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=app_settings["kafka_bootstrap_servers"])
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(app_settings["topic_clicks"], 1, 1)])
+        finally:
+            await admin.close()
+
+    asyncio.run(create_one_partition_topic())
+    done = streamrec(["topics", "create"], app_settings, timeout=60)
+    assert done.returncode == 1
+    assert f"topic {app_settings['topic_clicks']} has 1 partition(s) but STREAMREC_TOPIC_PARTITIONS=4" in done.stderr
+    assert "Set STREAMREC_TOPIC_PARTITIONS=1, or recreate the topic." in done.stderr

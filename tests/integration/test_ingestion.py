@@ -135,6 +135,8 @@ def test_catalogue_and_misrouted_events(app_settings, start_worker):
     update = {**items[3], "title": "Movie 3 (director's cut)"}
     records = [(app_settings["topic_catalogue"], i["item_id"].encode(), orjson.dumps(i)) for i in items]
     records.append((app_settings["topic_catalogue"], b"3", orjson.dumps(update)))
+    untitled = orjson.dumps({"item_id": "77", "description": "no title", "categories": []})
+    records.append((app_settings["topic_catalogue"], b"77", untitled))
     # keyed by something else, or not at all: must still land in the user's state, once
     unkeyed = [
         {"event_id": f"k{i}", "user_id": "wanderer", "item_id": f"i{i}", "ts": BASE_TS + i, "type": "click"}
@@ -144,7 +146,14 @@ def test_catalogue_and_misrouted_events(app_settings, start_worker):
                 for i, e in enumerate(unkeyed)]  # fmt: skip
     asyncio.run(produce(settings.bootstrap_servers, records))
 
-    worker.wait_for(lambda s: s["items"] == 30 and s["user_state_events_total"] == 12)
+    stats = worker.wait_for(lambda s: s["items"] == 30 and s["user_state_events_total"] == 12)
+    assert stats["dead_letters"] == {"missing_field": 1}
+    (letter,) = asyncio.run(read_dead_letters(settings.bootstrap_servers, settings.topic_dead_letters))
+    assert (letter.source.topic, letter.value, letter.detail) == (
+        app_settings["topic_catalogue"],
+        untitled,
+        "title: field is required",
+    )
     status, item = worker.get("/items/3")
     assert status == 200 and item["title"] == "Movie 3 (director's cut)"
     assert worker.get("/items/12")[1]["categories"] == ["Drama"]

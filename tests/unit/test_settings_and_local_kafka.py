@@ -1,3 +1,4 @@
+import socket
 import subprocess
 import sys
 
@@ -34,10 +35,14 @@ def test_missing_maven_is_a_one_line_error(tmp_path, monkeypatch):
 
 
 def test_cli_reports_missing_java_in_one_line(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free_port = s.getsockname()[1]  # start() first checks that the port is free
     env = {
         "PATH": str(tmp_path),
         "STREAMREC_CACHE_DIR": str(tmp_path / "c"),
         "STREAMREC_STATE_DIR": str(tmp_path / "s"),
+        "STREAMREC_LOCAL_KAFKA_PORT": str(free_port),
     }
     done = subprocess.run(
         [sys.executable, "-m", "stream.cli", "kafka", "start"], env=env, capture_output=True, text=True
@@ -59,3 +64,16 @@ def test_dead_letter_headers_round_trip():
         99,
     )
     assert letter.detail.startswith("user_id:")
+
+
+def test_cli_says_how_to_fix_an_unreachable_cluster(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "STREAMREC_STATE_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "stream.cli", "topics", "create"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "Error: cannot reach Kafka at 127.0.0.1:1: start the local broker with `streamrec kafka start`, "
+        "or set KAFKA_BOOTSTRAP_SERVERS to a running cluster"
+    )
+    assert "Traceback" not in done.stderr
