@@ -58,6 +58,7 @@ def classify(
     partitions: int,
 ) -> Batch[E]:
     batch: Batch[E] = Batch()
+    home: dict[str, int] = {}  # key -> its partition; murmur2 once per key, not per event
     for event in events:
         raw = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
         try:
@@ -66,7 +67,9 @@ def classify(
             batch.invalid.append((event, error))
             continue
         key = key_of(parsed)
-        if partition_for_key(key, partitions) != event.message.partition:
+        if key not in home:
+            home[key] = partition_for_key(key, partitions)
+        if home[key] != event.message.partition:
             batch.misrouted.append((key, event))
             continue
         batch.valid.setdefault(key, []).append((parsed, event))

@@ -20,6 +20,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from stream.kafka_admin import cluster_reachable
 from stream.settings import Settings
 
 _LOG4J2 = """\
@@ -236,8 +237,6 @@ class LocalKafka:
         raise LocalKafkaError(f"the broker did not become ready in time; see {self.log_file}\n{self._log_tail()}")
 
     def _answers_metadata(self) -> bool:
-        from stream.kafka_admin import cluster_reachable
-
         return cluster_reachable(self.bootstrap, timeout_s=5.0)
 
     def _log_tail(self, lines: int = 20) -> str:
