@@ -1,0 +1,69 @@
+import math
+
+import numpy as np
+import pytest
+
+from models.evaluation import (
+    COLD_USER,
+    LONG_TAIL,
+    PopularityTracker,
+    PrequentialEvaluator,
+    metrics_for_rank,
+    rank_of_target,
+    slices_for,
+)
+
+
+def test_rank_counts_only_candidates_that_are_not_excluded():
+    scores = np.array([0.9, 0.1, 0.5, 0.7, 0.3])
+    assert rank_of_target(scores, target=2) == 3
+    assert rank_of_target(scores, target=2, exclude=[0, 3]) == 1  # seen items removed
+    assert rank_of_target(scores, target=0, exclude=[0]) == 1  # the target is never excluded
+
+
+def test_ties_count_against_the_target():
+    assert rank_of_target(np.zeros(100), target=42) == 100
+
+
+def test_metrics_for_rank():
+    assert metrics_for_rank(1) == {"hr@10": 1.0, "ndcg@10": 1.0, "recall@20": 1.0, "mrr": 1.0}
+    third = metrics_for_rank(3)
+    assert third["ndcg@10"] == pytest.approx(0.5) and third["mrr"] == pytest.approx(1 / 3)
+    assert metrics_for_rank(15) == {"hr@10": 0.0, "ndcg@10": 0.0, "recall@20": 1.0, "mrr": pytest.approx(1 / 15)}
+    with pytest.raises(ValueError):
+        metrics_for_rank(0)
+
+
+def test_prequential_cumulative_rolling_and_slices():
+    evaluator = PrequentialEvaluator(window=2)
+    evaluator.update(1, [COLD_USER])
+    evaluator.update(3)
+    evaluator.update(50, [COLD_USER, LONG_TAIL])
+    assert evaluator.count() == 3 and evaluator.count(COLD_USER) == 2 and evaluator.count(LONG_TAIL) == 1
+    assert evaluator.get("hr@10") == pytest.approx(2 / 3)
+    assert evaluator.get("hr@10", rolling=True) == pytest.approx(1 / 2)  # last two events: ranks 3, 50
+    assert evaluator.get("ndcg@10", COLD_USER) == pytest.approx(0.5)
+    assert evaluator.get("mrr", LONG_TAIL) == pytest.approx(1 / 50)
+    report = evaluator.report()
+    assert report["overall"]["n"] == 3 and math.isclose(report["overall"]["mrr"], (1 + 1 / 3 + 1 / 50) / 3)
+    assert evaluator.get("hr@10", "no-such-slice") == 0.0
+
+
+def test_long_tail_is_outside_the_top_fifth_by_popularity():
+    popularity = PopularityTracker(head_fraction=0.2, refresh_every=1)
+    for i in range(10):  # item i has i+1 interactions
+        for _ in range(i + 1):
+            popularity.update(f"i{i}")
+    assert popularity.head_threshold() == 9  # the top 2 of 10 items have 9 and 10
+    assert [popularity.is_long_tail(f"i{i}") for i in (9, 8, 7, 0)] == [False, False, True, True]
+    assert popularity.is_long_tail("never-seen")
+
+
+def test_slices_use_what_was_known_before_the_event():
+    popularity = PopularityTracker(refresh_every=1)
+    for _ in range(5):
+        popularity.update("hit")
+    popularity.update("niche")
+    assert slices_for(0, "niche", popularity) == [COLD_USER, LONG_TAIL]
+    assert slices_for(4, "hit", popularity) == [COLD_USER]
+    assert slices_for(5, "hit", popularity) == []
