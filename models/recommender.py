@@ -1,0 +1,246 @@
+"""The incremental two-tower recommender, trained from micro-batches of stream samples.
+
+* **Item tower**: an id embedding (own row once frequent, see :mod:`models.vocabulary`) plus a
+  learned projection of the item's content vector. Content is zeros until augmentation fills it;
+  the projection starts at zero, so an empty content vector changes nothing.
+* **User tower**: a user-id embedding plus a projection of the recency-weighted mean of the item
+  vectors in the user's recent history (from the Faust ``user_state`` table).
+* **Score**: dot product plus an item bias.
+* **Loss**: sampled softmax over the true item and negatives drawn in proportion to
+  ``popularity ** popularity_exponent``, with the log-probability of drawing each candidate
+  subtracted from its logit (logQ correction), so popular items are not simply pushed down for
+  being sampled often. Each sample carries a weight (purchases above clicks).
+* **Optimisers**: row-wise Adagrad for the embedding tables (only touched rows move; tables grow),
+  Adam for the small dense projections.
+* **Replay**: a reservoir of past samples is mixed into every step to limit forgetting.
+
+``learn_many`` / ``rank`` / ``recommend`` follow river's learn/predict naming so the baselines and
+this model run under one evaluation loop.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from models.embedding_store import EmbeddingStore
+from models.replay_buffer import ReservoirBuffer
+from models.vocabulary import FALLBACK_ROW, Vocabulary
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One training example: ``user_id`` chose ``item_id`` after ``history`` (oldest first)."""
+
+    user_id: str
+    item_id: str
+    history: tuple[str, ...] = ()
+    weight: float = 1.0
+    ts_s: float = 0.0
+    kind: str = "real"  # "real", or the augmentation that produced it
+
+
+@dataclass(frozen=True)
+class RecommenderConfig:
+    dim: int = 64
+    content_dim: int = 384
+    history_length: int = 20
+    history_half_life: float = 8.0  # in positions: the newest item weighs 1, 8 items back 1/2
+    lr_embeddings: float = 0.05
+    lr_dense: float = 1e-3
+    num_negatives: int = 128
+    popularity_exponent: float = 0.75
+    event_weights: dict[str, float] = field(default_factory=lambda: {"click": 1.0, "purchase": 3.0})
+    replay_fraction: float = 0.5  # replayed samples per real sample in each step
+    replay_capacity: int = 50_000
+    user_min_count: int = 1
+    item_min_count: int = 1
+    ttl_s: float | None = None
+    seed: int = 0
+    device: str = "cpu"
+
+
+class Recommender:
+    def __init__(self, config: RecommenderConfig | None = None) -> None:
+        self.config = c = config or RecommenderConfig()
+        torch.manual_seed(c.seed)
+        self.device = torch.device(c.device)
+        self.users = Vocabulary(min_count=c.user_min_count, ttl_s=c.ttl_s)
+        self.items = Vocabulary(min_count=c.item_min_count, ttl_s=c.ttl_s)
+        self.user_emb = EmbeddingStore(c.dim, lr=c.lr_embeddings, device=self.device, seed=c.seed)
+        self.item_emb = EmbeddingStore(c.dim, lr=c.lr_embeddings, device=self.device, seed=c.seed + 1)
+        self.item_bias = EmbeddingStore(1, lr=c.lr_embeddings, init_std=0.0, device=self.device, seed=c.seed + 2)
+        self.content = torch.zeros(self.item_emb.capacity, c.content_dim, device=self.device)
+        self.popularity = torch.zeros(self.item_emb.capacity, device=self.device)
+        self.content_proj = nn.Linear(c.content_dim, c.dim, bias=False).to(self.device)
+        nn.init.zeros_(self.content_proj.weight)
+        self.history_proj = nn.Linear(c.dim, c.dim).to(self.device)
+        with torch.no_grad():
+            self.history_proj.weight.copy_(torch.eye(c.dim))
+            self.history_proj.bias.zero_()
+        self.dense_optimizer = torch.optim.Adam(
+            [*self.content_proj.parameters(), *self.history_proj.parameters()], lr=c.lr_dense
+        )
+        self.replay: ReservoirBuffer[Sample] = ReservoirBuffer(c.replay_capacity, seed=c.seed)
+        self.version = 0
+        self.samples_trained = 0
+        self._generator = torch.Generator(device="cpu").manual_seed(c.seed)
+
+    # --- vocabulary and tables -------------------------------------------------------------------
+    def _register(self, samples: Sequence[Sample]) -> None:
+        """Count sightings of real samples' ids; initialise rows handed out fresh."""
+        fresh_users, fresh_items = [], []
+        for s in samples:
+            u = self.users.lookup(s.user_id, s.ts_s)
+            i = self.items.lookup(s.item_id, s.ts_s)
+            if u.fresh:
+                fresh_users.append(u.row)
+            if i.fresh:
+                fresh_items.append(i.row)
+        self._grow()
+        self.user_emb.reset_rows(fresh_users)
+        self.item_emb.reset_rows(fresh_items)
+        self.item_bias.reset_rows(fresh_items)
+        if fresh_items:
+            index = torch.tensor(fresh_items, device=self.device)
+            self.popularity[index] = 0.0
+            self.content[index] = 0.0
+
+    def _grow(self) -> None:
+        self.user_emb.ensure_rows(self.users.num_rows)
+        self.item_emb.ensure_rows(self.items.num_rows)
+        self.item_bias.ensure_rows(self.items.num_rows)
+        extra = self.item_emb.capacity - self.content.shape[0]
+        if extra > 0:
+            self.content = torch.cat([self.content, torch.zeros(extra, self.config.content_dim, device=self.device)])
+            self.popularity = torch.cat([self.popularity, torch.zeros(extra, device=self.device)])
+
+    def set_content(self, item_id: str, vector: torch.Tensor, now_s: float = 0.0) -> None:
+        """Give an item its content vector (e.g. a text embedding); registers the item if new."""
+        lookup = self.items.lookup(item_id, now_s)
+        self._grow()
+        if lookup.fresh:
+            self.item_emb.reset_rows([lookup.row])
+            self.item_bias.reset_rows([lookup.row])
+        if lookup.row != FALLBACK_ROW:
+            self.content[lookup.row] = vector.to(self.device, torch.float32)
+
+    # --- towers ----------------------------------------------------------------------------------
+    def _history_rows(self, histories: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padded ``[B, L]`` item rows (newest last) and recency weights (0 where padded)."""
+        length = self.config.history_length
+        rows = torch.zeros(len(histories), length, dtype=torch.long)
+        weights = torch.zeros(len(histories), length)
+        decay = 0.5 ** (torch.arange(length - 1, -1, -1, dtype=torch.float32) / self.config.history_half_life)
+        for b, history in enumerate(histories):
+            recent = [self.items.row(item) for item in list(history)[-length:]]
+            if recent:
+                rows[b, length - len(recent) :] = torch.tensor(recent)
+                weights[b, length - len(recent) :] = decay[length - len(recent) :]
+        return rows.to(self.device), weights.to(self.device)
+
+    def _item_vectors(self, rows: torch.Tensor, id_vectors: torch.Tensor) -> torch.Tensor:
+        return id_vectors + self.content_proj(self.content[rows])
+
+    def _user_vectors(self, user_vectors: torch.Tensor, hist_vectors: torch.Tensor, hist_weights: torch.Tensor):
+        total = hist_weights.sum(dim=1, keepdim=True).clamp_min(1e-6)
+        pooled = (hist_vectors * hist_weights.unsqueeze(-1)).sum(dim=1) / total
+        has_history = (hist_weights.sum(dim=1, keepdim=True) > 0).float()
+        return user_vectors + has_history * self.history_proj(pooled)
+
+    # --- training --------------------------------------------------------------------------------
+    def sample_weight(self, event_type: str) -> float:
+        return self.config.event_weights.get(event_type, 1.0)
+
+    def learn_many(self, samples: Sequence[Sample]) -> float:
+        """One optimisation step on ``samples`` plus replayed past samples; returns the mean loss."""
+        if not samples:
+            return 0.0
+        c = self.config
+        self._register(samples)
+        replayed = self.replay.sample(round(len(samples) * c.replay_fraction))
+        self.replay.extend(s for s in samples if s.kind == "real")
+        batch = [*samples, *replayed]
+
+        user_rows = torch.tensor([self.users.row(s.user_id) for s in batch], device=self.device)
+        pos_rows = torch.tensor([self.items.row(s.item_id) for s in batch], device=self.device)
+        weights = torch.tensor([s.weight for s in batch], device=self.device)
+        hist_rows, hist_weights = self._history_rows([s.history for s in batch])
+        neg_rows, log_q = self._negatives(c.num_negatives)
+
+        u_rows, u_leaf, u_inv = self.user_emb.gather(user_rows)
+        all_item_rows = torch.cat([pos_rows, neg_rows, hist_rows.flatten()])
+        i_rows, i_leaf, i_inv = self.item_emb.gather(all_item_rows)
+        b_rows, b_leaf, b_inv = self.item_bias.gather(torch.cat([pos_rows, neg_rows]))
+
+        item_vectors = self._item_vectors(all_item_rows, i_leaf[i_inv])
+        n_pos, n_neg = len(batch), len(neg_rows)
+        pos_vec, neg_vec = item_vectors[:n_pos], item_vectors[n_pos : n_pos + n_neg]
+        hist_vec = item_vectors[n_pos + n_neg :].view(n_pos, c.history_length, c.dim)
+        users = self._user_vectors(u_leaf[u_inv], hist_vec, hist_weights)
+        bias = b_leaf[b_inv].squeeze(-1)
+
+        pos_logit = (users * pos_vec).sum(-1) + bias[:n_pos] - log_q[pos_rows]
+        neg_logit = users @ neg_vec.T + bias[n_pos:] - log_q[neg_rows]
+        neg_logit = neg_logit.masked_fill(neg_rows.unsqueeze(0) == pos_rows.unsqueeze(1), float("-inf"))
+        logits = torch.cat([pos_logit.unsqueeze(1), neg_logit], dim=1)
+        loss_per_sample = -torch.log_softmax(logits, dim=1)[:, 0]
+        loss = (loss_per_sample * weights).sum() / weights.sum()
+
+        self.dense_optimizer.zero_grad()
+        loss.backward()
+        self.user_emb.apply_gradients(u_rows, u_leaf.grad)
+        self.item_emb.apply_gradients(i_rows, i_leaf.grad)
+        self.item_bias.apply_gradients(b_rows, b_leaf.grad)
+        self.dense_optimizer.step()
+
+        real_rows = pos_rows[: len(samples)]
+        self.popularity.index_add_(0, real_rows, torch.ones_like(real_rows, dtype=torch.float32))
+        self.samples_trained += len(samples)
+        self.version += 1
+        return float(loss.detach())
+
+    def _negatives(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows drawn ∝ popularity^α among assigned items, and log Q(row) for every row."""
+        counts = self.popularity[: self.items.num_rows].clone()
+        counts[FALLBACK_ROW] = 0.0
+        active = torch.zeros_like(counts, dtype=torch.bool)
+        assigned = [row for row in (self.items.row(i) for i in self.items.ids()) if row != FALLBACK_ROW]
+        if assigned:
+            active[torch.tensor(assigned, device=self.device)] = True
+        q = torch.where(active, (counts + 1.0) ** self.config.popularity_exponent, torch.zeros_like(counts))
+        q = q / q.sum().clamp_min(1e-12)
+        log_q = torch.full((self.item_emb.capacity,), math.log(1e-12), device=self.device)
+        log_q[: len(q)] = torch.log(q.clamp_min(1e-12) * n)
+        if not assigned:
+            return torch.zeros(0, dtype=torch.long, device=self.device), log_q
+        rows = torch.multinomial(q.cpu(), n, replacement=True, generator=self._generator).to(self.device)
+        return rows, log_q
+
+    # --- scoring ---------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def score_items(self, user_id: str, history: Sequence[str]) -> tuple[list[str], torch.Tensor]:
+        """Scores of every known item for this user: ``(item_ids, scores)`` in the same order."""
+        item_ids = self.items.ids()
+        if not item_ids:
+            return [], torch.zeros(0)
+        rows = torch.tensor([self.items.row(i) for i in item_ids], device=self.device)
+        items = self._item_vectors(rows, self.item_emb.lookup(rows))
+        hist_rows, hist_weights = self._history_rows([history])
+        hist_vec = self._item_vectors(hist_rows.flatten(), self.item_emb.lookup(hist_rows.flatten()))
+        hist_vec = hist_vec.view(1, self.config.history_length, self.config.dim)
+        user_row = torch.tensor([self.users.row(user_id)], device=self.device)
+        user = self._user_vectors(self.user_emb.lookup(user_row), hist_vec, hist_weights)
+        scores = items @ user.squeeze(0) + self.item_bias.lookup(rows).squeeze(-1)
+        return item_ids, scores.cpu()
+
+    def recommend(self, user_id: str, history: Sequence[str], k: int = 20, exclude: set[str] | None = None):
+        item_ids, scores = self.score_items(user_id, history)
+        exclude = set(history) if exclude is None else exclude
+        order = torch.argsort(scores, descending=True).tolist()
+        picked = [(item_ids[i], float(scores[i])) for i in order if item_ids[i] not in exclude]
+        return picked[:k]
