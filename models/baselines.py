@@ -5,8 +5,8 @@
 * :class:`RiverMF`: river's ``reco.BiasedMF`` or ``reco.FunkMF`` trained on implicit feedback
   (each observed pair is a 1, plus sampled unobserved pairs as 0s).
 
-Both expose ``learn_one`` and ``score_items(user, item_ids, now_s)`` so one evaluation loop ranks
-every model over the same candidates.
+Both expose ``learn_one(user_id, item_id, ts_s, weight)`` and ``score_items(user_id, item_ids, now_s)``
+so one evaluation loop (:mod:`models.training`) trains and ranks every model over the same candidates.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class DecayedPopularity:
         self.mass: dict[str, float] = {}
         self.t_ref: float | None = None
 
-    def learn_one(self, item_id: str, ts_s: float, weight: float = 1.0) -> None:
+    def learn_one(self, user_id: str, item_id: str, ts_s: float, weight: float = 1.0) -> None:
         if self.t_ref is None:
             self.t_ref = ts_s
         exponent = (ts_s - self.t_ref) / self.half_life_s
@@ -92,7 +92,7 @@ class RiverMF:
         else:
             raise ValueError(f"unknown kind {kind!r}; use 'biased' or 'funk'")
 
-    def learn_one(self, user_id: str, item_id: str, weight: float = 1.0) -> None:
+    def learn_one(self, user_id: str, item_id: str, ts_s: float = 0.0, weight: float = 1.0) -> None:
         if item_id not in self._known:
             self._known.add(item_id)
             self._items.append(item_id)

@@ -153,6 +153,14 @@ class Recommender:
         return user_vectors + has_history * self.history_proj(pooled)
 
     # --- training --------------------------------------------------------------------------------
+    def set_lr_multiplier(self, factor: float) -> None:
+        """Scale the learning rates (the drift monitor's reaction); 1.0 restores the configured ones."""
+        c = self.config
+        for store in (self.user_emb, self.item_emb, self.item_bias):
+            store.lr = c.lr_embeddings * factor
+        for group in self.dense_optimizer.param_groups:
+            group["lr"] = c.lr_dense * factor
+
     def sample_weight(self, event_type: str) -> float:
         return self.config.event_weights.get(event_type, 1.0)
 
@@ -223,20 +231,30 @@ class Recommender:
 
     # --- scoring ---------------------------------------------------------------------------------
     @torch.inference_mode()
-    def score_items(self, user_id: str, history: Sequence[str]) -> tuple[list[str], torch.Tensor]:
-        """Scores of every known item for this user: ``(item_ids, scores)`` in the same order."""
+    def score_batch(self, users: Sequence[str], histories: Sequence[Sequence[str]]) -> tuple[list[str], torch.Tensor]:
+        """Scores of every known item for each user: ``(item_ids, scores[len(users), len(item_ids)])``.
+
+        Item vectors are computed once for the whole batch: scoring happens before the batch is
+        trained on, so they are the same for every event in it.
+        """
         item_ids = self.items.ids()
-        if not item_ids:
-            return [], torch.zeros(0)
+        if not item_ids or not users:
+            return item_ids, torch.zeros(len(users), len(item_ids))
+        c = self.config
         rows = torch.tensor([self.items.row(i) for i in item_ids], device=self.device)
         items = self._item_vectors(rows, self.item_emb.lookup(rows))
-        hist_rows, hist_weights = self._history_rows([history])
-        hist_vec = self._item_vectors(hist_rows.flatten(), self.item_emb.lookup(hist_rows.flatten()))
-        hist_vec = hist_vec.view(1, self.config.history_length, self.config.dim)
-        user_row = torch.tensor([self.users.row(user_id)], device=self.device)
-        user = self._user_vectors(self.user_emb.lookup(user_row), hist_vec, hist_weights)
-        scores = items @ user.squeeze(0) + self.item_bias.lookup(rows).squeeze(-1)
+        hist_rows, hist_weights = self._history_rows(histories)
+        flat = hist_rows.flatten()
+        hist_vec = self._item_vectors(flat, self.item_emb.lookup(flat)).view(len(users), c.history_length, c.dim)
+        user_rows = torch.tensor([self.users.row(u) for u in users], device=self.device)
+        user_vec = self._user_vectors(self.user_emb.lookup(user_rows), hist_vec, hist_weights)
+        scores = user_vec @ items.T + self.item_bias.lookup(rows).squeeze(-1)
         return item_ids, scores.cpu()
+
+    def score_items(self, user_id: str, history: Sequence[str]) -> tuple[list[str], torch.Tensor]:
+        """Scores of every known item for one user: ``(item_ids, scores)`` in the same order."""
+        item_ids, scores = self.score_batch([user_id], [history])
+        return item_ids, scores[0] if len(item_ids) else torch.zeros(0)
 
     def recommend(self, user_id: str, history: Sequence[str], k: int = 20, exclude: set[str] | None = None):
         item_ids, scores = self.score_items(user_id, history)

@@ -9,9 +9,9 @@ DAY = 86_400.0
 def test_decayed_popularity_prefers_recent_interactions():
     pop = DecayedPopularity(half_life_s=DAY)
     for _ in range(4):
-        pop.learn_one("old-hit", ts_s=0.0)
+        pop.learn_one("u", "old-hit", ts_s=0.0)
     for _ in range(3):
-        pop.learn_one("new-hit", ts_s=2 * DAY)
+        pop.learn_one("u", "new-hit", ts_s=2 * DAY)
     # 4 interactions two half-lives ago weigh 1; 3 fresh ones weigh 3
     assert pop.score("old-hit", now_s=2 * DAY) == pytest.approx(1.0)
     assert pop.score("new-hit", now_s=2 * DAY) == pytest.approx(3.0)
@@ -24,7 +24,7 @@ def test_decayed_popularity_prefers_recent_interactions():
 def test_decayed_popularity_survives_long_streams_without_overflow():
     pop = DecayedPopularity(half_life_s=1.0)
     for t in range(0, 5000, 7):
-        pop.learn_one("a" if t % 2 else "b", ts_s=float(t))
+        pop.learn_one("u", "a" if t % 2 else "b", ts_s=float(t))
     assert all(np.isfinite(m) for m in pop.mass.values())
     # t runs 0, 7, ..., 4991 (odd: "a"), 4998 (even: "b"); with a 1 s half-life the newest wins
     assert pop.top(2) == ["b", "a"]
