@@ -5,8 +5,9 @@
 * :class:`RiverMF`: river's ``reco.BiasedMF`` or ``reco.FunkMF`` trained on implicit feedback
   (each observed pair is a 1, plus sampled unobserved pairs as 0s).
 
-Both expose ``learn_one(user_id, item_id, ts_s, weight)`` and ``score_items(user_id, item_ids, now_s)``
-so one evaluation loop (:mod:`models.training`) trains and ranks every model over the same candidates.
+Both expose ``learn_one(user_id, item_id, ts_s, weight)`` and ``score_batch(user_ids, item_ids, now_s)``
+(one row of scores per user) so one evaluation loop (:mod:`models.training`) trains and ranks every
+model over the same candidates, a micro-batch at a time.
 """
 
 from __future__ import annotations
@@ -50,8 +51,10 @@ class DecayedPopularity:
             return 0.0
         return self.mass.get(item_id, 0.0) * 2.0 ** ((self.t_ref - now_s) / self.half_life_s)
 
-    def score_items(self, user_id: str, item_ids: Sequence[str], now_s: float = 0.0) -> np.ndarray:
-        return np.fromiter((self.mass.get(i, 0.0) for i in item_ids), dtype=np.float64, count=len(item_ids))
+    def score_batch(self, user_ids: Sequence[str], item_ids: Sequence[str], now_s: float = 0.0) -> np.ndarray:
+        """The same row for every user: popularity is not personal. Masses rank like decayed counts."""
+        row = np.fromiter((self.mass.get(i, 0.0) for i in item_ids), dtype=np.float64, count=len(item_ids))
+        return np.broadcast_to(row, (len(user_ids), len(item_ids)))
 
     def top(self, k: int, exclude: set[str] = frozenset()) -> list[str]:
         ranked = sorted(self.mass.items(), key=lambda kv: kv[1], reverse=True)
@@ -106,21 +109,17 @@ class RiverMF:
     def predict_one(self, user_id: str, item_id: str) -> float:
         return float(self.model.predict_one(user_id, item_id))
 
-    def score_items(self, user_id: str, item_ids: Sequence[str], now_s: float = 0.0) -> np.ndarray:
+    def score_batch(self, user_ids: Sequence[str], item_ids: Sequence[str], now_s: float = 0.0) -> np.ndarray:
+        """``predict_one`` for every (user, item) pair, as one matrix product."""
         m = self.model
-        factors = m.n_factors
-        zero = np.zeros(factors)
-        u = _as_vector(m.u_latents.get(user_id), zero)
-        items = (
-            np.stack([_as_vector(m.i_latents.get(i), zero) for i in item_ids]) if item_ids else np.zeros((0, factors))
-        )
-        scores = items @ u
+        zero = np.zeros(m.n_factors)
+        users = np.stack([_as_vector(m.u_latents.get(u), zero) for u in user_ids]).reshape(len(user_ids), -1)
+        items = np.stack([_as_vector(m.i_latents.get(i), zero) for i in item_ids]).reshape(len(item_ids), -1)
+        scores = users @ items.T
         if isinstance(m, reco.BiasedMF):
-            mean = m.global_mean.get()
-            scores = scores + mean + m.u_biases.get(user_id, 0.0)
-            scores = scores + np.fromiter(
-                (m.i_biases.get(i, 0.0) for i in item_ids), dtype=np.float64, count=len(item_ids)
-            )
+            user_bias = np.fromiter((m.u_biases.get(u, 0.0) for u in user_ids), dtype=np.float64, count=len(user_ids))
+            item_bias = np.fromiter((m.i_biases.get(i, 0.0) for i in item_ids), dtype=np.float64, count=len(item_ids))
+            scores = scores + m.global_mean.get() + user_bias[:, None] + item_bias[None, :]
         return scores
 
 

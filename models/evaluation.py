@@ -77,7 +77,9 @@ class PrequentialEvaluator:
     def update(self, rank: int, slices: Iterable[str] = ()) -> dict[str, float]:
         values = metrics_for_rank(rank)
         for name in (OVERALL, *slices):
-            self._slices.setdefault(name, _SliceStats(self.window)).update(values)
+            if name not in self._slices:
+                self._slices[name] = _SliceStats(self.window)
+            self._slices[name].update(values)
         return values
 
     def count(self, slice_name: str = OVERALL) -> int:

@@ -11,6 +11,9 @@ each micro-batch it
 4. trains the recommender on the batch (scaled by the drift monitor's learning-rate multiplier)
    and every baseline on each event.
 
+Every model is scored with its state from before the micro-batch (test-then-train at batch
+granularity, as in the service), so each model's scores for a batch are one matrix product.
+
 Only events of ``evaluate_types`` are scored. In MovieLens every purchase repeats the click on the
 same item, so scoring purchases too would reward remembering the click. Events whose item the
 recommender has never seen cannot be ranked by an id-based model; they are counted as
@@ -42,7 +45,7 @@ class InteractionLike(Protocol):
 class Baseline(Protocol):
     def learn_one(self, user_id: str, item_id: str, ts_s: float, weight: float = 1.0) -> None: ...
 
-    def score_items(self, user_id: str, item_ids: Sequence[str], now_s: float = 0.0) -> np.ndarray: ...
+    def score_batch(self, user_ids: Sequence[str], item_ids: Sequence[str], now_s: float = 0.0) -> np.ndarray: ...
 
 
 @dataclass
@@ -95,20 +98,20 @@ class OnlineTrainer:
         self.unrankable += report.unrankable
         if not rankable:
             return
-        item_ids, model_scores = self.model.score_batch([e.user_id for e, _ in rankable], [h for _, h in rankable])
+        users = [e.user_id for e, _ in rankable]
+        item_ids, model_scores = self.model.score_batch(users, [h for _, h in rankable])
+        now_s = rankable[-1][0].ts / 1000.0
+        scores = {RECOMMENDER: model_scores.numpy()}
+        scores.update({name: b.score_batch(users, item_ids, now_s) for name, b in self.baselines.items()})
         position = {item: k for k, item in enumerate(item_ids)}
         for b, (event, history) in enumerate(rankable):
             target = position[event.item_id]
             exclude = [position[i] for i in set(history) if i in position] if self.exclude_seen else []
             slices = slices_for(len(history), event.item_id, self.popularity, self.cold_user_max)
-            now_s = event.ts / 1000.0
-            values = self.evaluators[RECOMMENDER].update(
-                rank_of_target(model_scores[b].numpy(), target, exclude), slices
-            )
-            report.drift_alarm |= self.drift.update(1.0 - values["ndcg@10"])
-            for name, baseline in self.baselines.items():
-                scores = baseline.score_items(event.user_id, item_ids, now_s)
-                self.evaluators[name].update(rank_of_target(scores, target, exclude), slices)
+            for name, matrix in scores.items():
+                values = self.evaluators[name].update(rank_of_target(matrix[b], target, exclude), slices)
+                if name == RECOMMENDER:
+                    report.drift_alarm |= self.drift.update(1.0 - values["ndcg@10"])
         report.evaluated = len(rankable)
 
     def table(self) -> dict[str, dict[str, dict[str, float]]]:

@@ -17,8 +17,9 @@ def test_decayed_popularity_prefers_recent_interactions():
     assert pop.score("new-hit", now_s=2 * DAY) == pytest.approx(3.0)
     assert pop.top(2) == ["new-hit", "old-hit"]
     assert pop.top(5, exclude={"new-hit"}) == ["old-hit"]
-    scores = pop.score_items("anyone", ["old-hit", "new-hit", "unknown"])
-    assert list(np.argsort(-scores)) == [1, 0, 2] and scores[2] == 0.0
+    scores = pop.score_batch(["anyone", "else"], ["old-hit", "new-hit", "unknown"])
+    assert scores.shape == (2, 3) and (scores[0] == scores[1]).all()
+    assert list(np.argsort(-scores[0])) == [1, 0, 2] and scores[0, 2] == 0.0
 
 
 def test_decayed_popularity_survives_long_streams_without_overflow():
@@ -37,9 +38,9 @@ def test_river_mf_vectorised_scores_equal_predict_one(kind):
     for u in range(10):
         for i in range(u, u + 5):
             mf.learn_one(f"u{u}", f"i{i}")
-    items = [f"i{i}" for i in range(14)]
-    vectorised = mf.score_items("u3", items)
-    assert vectorised == pytest.approx([mf.predict_one("u3", i) for i in items])
+    users, items = ["u3", "u7"], [f"i{i}" for i in range(14)]
+    vectorised = mf.score_batch(users, items)
+    assert vectorised.tolist() == [pytest.approx([mf.predict_one(u, i) for i in items]) for u in users]
 
 
 def test_river_mf_learns_implicit_preferences():
@@ -50,7 +51,7 @@ def test_river_mf_learns_implicit_preferences():
         liked = range(0, 10) if u % 2 == 0 else range(10, 20)
         mf.learn_one(f"u{u}", f"i{rng.choice(list(liked))}")
     items = [f"i{i}" for i in range(20)]
-    even = mf.score_items("u0", items)
+    even = mf.score_batch(["u0"], items)[0]
     assert even[:10].mean() > even[10:].mean()
 
 
