@@ -48,7 +48,9 @@ class EmbeddingStore:
             return
         new_capacity = max(num_rows, 2 * self.capacity)
         extra = new_capacity - self.capacity
-        self.weight = torch.cat([self.weight, self._random_rows(extra)])
+        # Zeros: a row is initialised when an id is assigned to it (reset_rows), so growth draws no
+        # random numbers and a restored table behaves the same whatever its capacity.
+        self.weight = torch.cat([self.weight, torch.zeros(extra, self.dim, device=self.device)])
         self.accumulator = torch.cat([self.accumulator, torch.zeros(extra, self.dim, device=self.device)])
 
     def reset_rows(self, rows: torch.Tensor | list[int]) -> None:
@@ -82,10 +84,16 @@ class EmbeddingStore:
         return (self.weight.numel() + self.accumulator.numel()) * self.weight.element_size()
 
     def state_dict(self, num_rows: int) -> dict[str, torch.Tensor]:
-        return {"weight": self.weight[:num_rows].clone(), "accumulator": self.accumulator[:num_rows].clone()}
+        """The first ``num_rows`` rows, their Adagrad state, and the generator that initialises new rows."""
+        return {
+            "weight": self.weight[:num_rows].clone(),
+            "accumulator": self.accumulator[:num_rows].clone(),
+            "generator": self._generator.get_state(),
+        }
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         rows = state["weight"].shape[0]
         self.ensure_rows(rows)
         self.weight[:rows] = state["weight"].to(self.device)
         self.accumulator[:rows] = state["accumulator"].to(self.device)
+        self._generator.set_state(state["generator"])

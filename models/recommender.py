@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -229,6 +230,58 @@ class Recommender:
         rows = torch.multinomial(q.cpu(), n, replacement=True, generator=self._generator).to(self.device)
         return rows, log_q
 
+    # --- checkpoints: tensors and plain containers only (loadable with weights_only=True) ---------
+    def state_dict(self) -> dict[str, Any]:
+        users, items = self.users.num_rows, self.items.num_rows
+        return {
+            "config": {**asdict(self.config), "event_weights": dict(self.config.event_weights)},
+            "users": self.users.state_dict(),
+            "items": self.items.state_dict(),
+            "user_emb": self.user_emb.state_dict(users),
+            "item_emb": self.item_emb.state_dict(items),
+            "item_bias": self.item_bias.state_dict(items),
+            "content": self.content[:items].clone(),
+            "popularity": self.popularity[:items].clone(),
+            "content_proj": self.content_proj.state_dict(),
+            "history_proj": self.history_proj.state_dict(),
+            "dense_optimizer": self.dense_optimizer.state_dict(),
+            "replay": {
+                "items": [[s.user_id, s.item_id, list(s.history), s.weight, s.ts_s, s.kind] for s in self.replay.items],
+                "seen": self.replay.seen,
+                "rng": self.replay._rng.getstate(),
+            },
+            "version": self.version,
+            "samples_trained": self.samples_trained,
+            "generator": self._generator.get_state(),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any], device: str | None = None) -> Recommender:
+        config = dict(state["config"])
+        if device is not None:
+            config["device"] = device
+        model = cls(RecommenderConfig(**config))
+        model.users = Vocabulary.from_state_dict(state["users"])
+        model.items = Vocabulary.from_state_dict(state["items"])
+        model.user_emb.load_state_dict(state["user_emb"])
+        model.item_emb.load_state_dict(state["item_emb"])
+        model.item_bias.load_state_dict(state["item_bias"])
+        model._grow()
+        rows = state["content"].shape[0]
+        model.content[:rows] = state["content"].to(model.device)
+        model.popularity[:rows] = state["popularity"].to(model.device)
+        model.content_proj.load_state_dict(state["content_proj"])
+        model.history_proj.load_state_dict(state["history_proj"])
+        model.dense_optimizer.load_state_dict(state["dense_optimizer"])
+        replay = state["replay"]
+        model.replay.items = [Sample(u, i, tuple(h), w, t, k) for u, i, h, w, t, k in replay["items"]]
+        model.replay.seen = replay["seen"]
+        model.replay._rng.setstate(_as_rng_state(replay["rng"]))
+        model.version = state["version"]
+        model.samples_trained = state["samples_trained"]
+        model._generator.set_state(state["generator"])
+        return model
+
     # --- scoring ---------------------------------------------------------------------------------
     @torch.inference_mode()
     def score_batch(self, users: Sequence[str], histories: Sequence[Sequence[str]]) -> tuple[list[str], torch.Tensor]:
@@ -262,3 +315,9 @@ class Recommender:
         order = torch.argsort(scores, descending=True).tolist()
         picked = [(item_ids[i], float(scores[i])) for i in order if item_ids[i] not in exclude]
         return picked[:k]
+
+
+def _as_rng_state(state: Any) -> tuple[Any, ...]:
+    """``random.Random`` state, rebuilt as tuples (a checkpoint round trip may turn them into lists)."""
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)

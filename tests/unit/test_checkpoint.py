@@ -1,0 +1,70 @@
+import logging
+
+import pytest
+import torch
+
+from models.checkpoint import CheckpointError, list_checkpoints, load_latest, save_checkpoint
+from models.recommender import Recommender, RecommenderConfig, Sample
+from tests.unit.test_recommender import SMALL, planted_stream
+
+OFFSETS = {"streamrec.clicks": {0: 120, 1: 98}, "streamrec.purchases": {0: 40}}
+
+
+def trained(steps=6):
+    samples, _ = planted_stream(events=steps * 100, seed=9)
+    model = Recommender(RecommenderConfig(**SMALL, replay_capacity=50, seed=4))
+    for i in range(0, len(samples), 100):
+        model.learn_many(samples[i : i + 100])
+    return model, samples
+
+
+def test_a_restored_model_scores_and_trains_exactly_like_the_original(tmp_path):
+    model, samples = trained()
+    path = save_checkpoint(model, tmp_path, OFFSETS)
+    restored = load_latest(tmp_path)
+    assert restored is not None and restored.path == path and restored.offsets == OFFSETS
+    twin = restored.model
+    assert (twin.version, twin.samples_trained, len(twin.users), len(twin.items)) == (6, 600, 40, 40)
+    history = [s.item_id for s in samples[-5:]]
+    assert torch.equal(twin.score_items("u1", history)[1], model.score_items("u1", history)[1])
+    batch = [Sample("u1", "i3", (), 1.0, 700.0), Sample("new-user", "new-item", (), 3.0, 701.0)]
+    assert twin.learn_many(batch) == model.learn_many(batch)  # same replay draw, negatives, updates
+    assert torch.equal(twin.score_items("new-user", [])[1], model.score_items("new-user", [])[1])
+
+
+def test_only_the_newest_checkpoints_are_kept_and_the_newest_is_loaded(tmp_path):
+    model, samples = trained(steps=1)
+    for i in range(5):
+        model.learn_many(samples[:10])
+        save_checkpoint(model, tmp_path, {"t": {0: i}}, keep=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-000000000006.pt", "checkpoint-000000000005.pt"]
+    assert load_latest(tmp_path).offsets == {"t": {0: 4}}
+
+
+def test_a_corrupt_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
+    model, samples = trained(steps=1)
+    save_checkpoint(model, tmp_path, {"t": {0: 1}})
+    model.learn_many(samples[:10])
+    newest = save_checkpoint(model, tmp_path, {"t": {0: 2}})
+    newest.write_bytes(newest.read_bytes()[:1000])  # torn by a disk error
+    with caplog.at_level(logging.WARNING):
+        restored = load_latest(tmp_path)
+    assert restored.offsets == {"t": {0: 1}} and restored.model.version == 1
+    assert "skipping unreadable checkpoint" in caplog.text
+
+
+def test_an_unwritable_directory_is_a_clear_error_and_leaves_no_partial_file(tmp_path):
+    model, _ = trained(steps=1)
+    save_checkpoint(model, tmp_path / "ok", OFFSETS)
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("a file where the directory should be")
+    with pytest.raises(CheckpointError, match=f"cannot write checkpoint to {blocked}"):
+        save_checkpoint(model, blocked, OFFSETS)
+    assert load_latest(tmp_path / "ok") is not None and load_latest(tmp_path / "missing") is None
+
+
+def test_checkpoints_load_with_weights_only(tmp_path):
+    model, _ = trained(steps=1)
+    path = save_checkpoint(model, tmp_path, OFFSETS)
+    payload = torch.load(path, weights_only=True)  # raises if anything but tensors and primitives
+    assert payload["format"] == 1 and payload["offsets"] == OFFSETS
