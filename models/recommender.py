@@ -293,16 +293,27 @@ class Recommender:
         item_ids = self.items.ids()
         if not item_ids or not users:
             return item_ids, torch.zeros(len(users), len(item_ids))
-        c = self.config
         rows = torch.tensor([self.items.row(i) for i in item_ids], device=self.device)
-        items = self._item_vectors(rows, self.item_emb.lookup(rows))
+        items = self.item_vectors(item_ids).to(self.device)
+        users_vec = self.user_vectors(users, histories).to(self.device)
+        scores = users_vec @ items.T + self.item_bias.lookup(rows).squeeze(-1)
+        return item_ids, scores.cpu()
+
+    @torch.inference_mode()
+    def item_vectors(self, item_ids: Sequence[str]) -> torch.Tensor:
+        """The item tower's output, as scored and as published to the embeddings topic."""
+        rows = torch.tensor([self.items.row(i) for i in item_ids], dtype=torch.long, device=self.device)
+        return self._item_vectors(rows, self.item_emb.lookup(rows)).cpu()
+
+    @torch.inference_mode()
+    def user_vectors(self, user_ids: Sequence[str], histories: Sequence[Sequence[str]]) -> torch.Tensor:
+        """The user tower's output for users with these histories (scores are ``user · item + bias``)."""
+        c = self.config
         hist_rows, hist_weights = self._history_rows(histories)
         flat = hist_rows.flatten()
-        hist_vec = self._item_vectors(flat, self.item_emb.lookup(flat)).view(len(users), c.history_length, c.dim)
-        user_rows = torch.tensor([self.users.row(u) for u in users], device=self.device)
-        user_vec = self._user_vectors(self.user_emb.lookup(user_rows), hist_vec, hist_weights)
-        scores = user_vec @ items.T + self.item_bias.lookup(rows).squeeze(-1)
-        return item_ids, scores.cpu()
+        hist_vec = self._item_vectors(flat, self.item_emb.lookup(flat)).view(len(user_ids), c.history_length, c.dim)
+        rows = torch.tensor([self.users.row(u) for u in user_ids], dtype=torch.long, device=self.device)
+        return self._user_vectors(self.user_emb.lookup(rows), hist_vec, hist_weights).cpu()
 
     def score_items(self, user_id: str, history: Sequence[str]) -> tuple[list[str], torch.Tensor]:
         """Scores of every known item for one user: ``(item_ids, scores)`` in the same order."""
