@@ -16,7 +16,6 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,16 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models.baselines import DecayedPopularity, RiverMF
 from models.evaluation import COLD_USER, LONG_TAIL, OVERALL
 from models.recommender import Recommender, RecommenderConfig
-from models.training import RECOMMENDER, OnlineTrainer
+from models.training import RECOMMENDER, Event, OnlineTrainer
 from stream.datasets import load_ml100k
-
-
-@dataclass
-class Event:
-    user_id: str
-    item_id: str
-    type: str
-    ts: int
 
 
 def main() -> None:

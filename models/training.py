@@ -42,6 +42,16 @@ class InteractionLike(Protocol):
     ts: int  # epoch milliseconds
 
 
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A plain interaction (what the stream's contract validates), for callers outside the stream."""
+
+    user_id: str
+    item_id: str
+    type: str
+    ts: int  # epoch milliseconds
+
+
 class Baseline(Protocol):
     def learn_one(self, user_id: str, item_id: str, ts_s: float, weight: float = 1.0) -> None: ...
 

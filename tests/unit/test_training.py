@@ -1,18 +1,8 @@
-from dataclasses import dataclass
-
 from models.baselines import DecayedPopularity, RiverMF
 from models.evaluation import COLD_USER
 from models.recommender import Recommender, RecommenderConfig
-from models.training import RECOMMENDER, OnlineTrainer
+from models.training import RECOMMENDER, Event, OnlineTrainer
 from tests.unit.test_recommender import SMALL, planted_stream
-
-
-@dataclass
-class Event:
-    user_id: str
-    item_id: str
-    type: str
-    ts: int
 
 
 def run(trainer, samples, batch_size=100):
