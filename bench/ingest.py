@@ -28,7 +28,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -44,6 +43,7 @@ from stream.kafka_local import LocalKafka  # noqa: E402
 from stream.replay import replay  # noqa: E402
 from stream.settings import Settings  # noqa: E402
 from stream.user_state import apply_interactions  # noqa: E402
+from stream.worker import WorkerProcess  # noqa: E402
 
 
 def free_port() -> int:
@@ -94,30 +94,23 @@ def interactions_consumed(stats: dict, settings: Settings) -> int:
 
 
 def faust_worker(settings: Settings, env: dict[str, str], total: int, log: Path) -> tuple[float, dict]:
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "worker", "stream"], env={**os.environ, **env}, stdout=out, stderr=out
-        )
+    worker = WorkerProcess(settings, env={**os.environ, **env}, log_path=log)
+    worker.start()
     try:
+        worker.wait_healthy()
         deadline = time.monotonic() + 600
         stats: dict = {}
         while time.monotonic() < deadline:
-            if proc.poll() is not None:
+            if not worker.alive():
                 raise RuntimeError(f"worker exited; see {log}")
-            try:
-                with urllib.request.urlopen(f"{settings.web_url}/stats", timeout=5) as response:
-                    stats = json.loads(response.read())
-            except OSError:
-                time.sleep(0.5)
-                continue
+            stats = worker.get_json("/stats")[1]
             if interactions_consumed(stats, settings) >= total:
                 break
             time.sleep(0.2)
         span = stats["last_batch_at"] - stats["first_batch_at"]
         return interactions_consumed(stats, settings) / span, stats
     finally:
-        proc.terminate()
-        proc.wait(60)
+        worker.stop()
 
 
 def faust_empty_agent(env: dict[str, str], total: int, out: Path) -> float:

@@ -218,7 +218,7 @@ class Recommender:
         counts = self.popularity[: self.items.num_rows].clone()
         counts[FALLBACK_ROW] = 0.0
         active = torch.zeros_like(counts, dtype=torch.bool)
-        assigned = [row for row in (self.items.row(i) for i in self.items.ids()) if row != FALLBACK_ROW]
+        _, assigned = self.items.assigned()  # assigned rows are never the fallback row
         if assigned:
             active[torch.tensor(assigned, device=self.device)] = True
         q = torch.where(active, (counts + 1.0) ** self.config.popularity_exponent, torch.zeros_like(counts))
@@ -290,11 +290,11 @@ class Recommender:
         Item vectors are computed once for the whole batch: scoring happens before the batch is
         trained on, so they are the same for every event in it.
         """
-        item_ids = self.items.ids()
+        item_ids, item_rows = self.items.assigned()
         if not item_ids or not users:
             return item_ids, torch.zeros(len(users), len(item_ids))
-        rows = torch.tensor([self.items.row(i) for i in item_ids], device=self.device)
-        items = self.item_vectors(item_ids).to(self.device)
+        rows = torch.tensor(item_rows, dtype=torch.long, device=self.device)
+        items = self._item_vectors(rows, self.item_emb.lookup(rows))
         users_vec = self.user_vectors(users, histories).to(self.device)
         scores = users_vec @ items.T + self.item_bias.lookup(rows).squeeze(-1)
         return item_ids, scores.cpu()

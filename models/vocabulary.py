@@ -104,6 +104,11 @@ class Vocabulary:
     def ids(self) -> list[str]:
         return list(self._rows)
 
+    def assigned(self) -> tuple[list[str], list[int]]:
+        """Every id with a row of its own and that row, in one pass (least recently seen first)."""
+        ids = list(self._rows)
+        return ids, [row for row, _ in self._rows.values()]
+
     def report(self) -> VocabularyReport:
         return VocabularyReport(self._next_row, len(self._rows), len(self._free), len(self._pending))
 

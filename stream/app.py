@@ -47,7 +47,6 @@ class StreamApp:
     app: faust.App
     settings: Settings
     ingestor: Ingestor
-    stats: IngestStats
     user_state: faust.Table
     catalogue: faust.Table
 
@@ -111,7 +110,7 @@ def build_app(settings: Settings) -> StreamApp:
             await ingestor.catalogue_items(events)
 
     _register_views(app, stats, user_state, catalogue)
-    return StreamApp(app, settings, ingestor, stats, user_state, catalogue)
+    return StreamApp(app, settings, ingestor, user_state, catalogue)
 
 
 def _register_views(app: faust.App, stats: IngestStats, user_state: faust.Table, catalogue: faust.Table) -> None:

@@ -8,9 +8,6 @@ and the dead-letter topic's offsets, not from the producer's own count.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -21,53 +18,10 @@ from tqdm import tqdm
 
 from stream.datasets import Dataset
 from stream.kafka_admin import end_offsets, ensure_topics
-from stream.kafka_local import LocalKafka, _port_open
+from stream.kafka_local import LocalKafka
 from stream.replay import Pacing, ReplayReport, replay
 from stream.settings import Settings
-
-
-class WorkerProcess:
-    """A ``streamrec worker stream`` child process with its log in the state directory."""
-
-    def __init__(self, settings: Settings, env: dict[str, str] | None = None) -> None:
-        self.settings = settings
-        self.log_path = settings.state_dir / "logs" / "stream-worker.log"
-        self.env = {**os.environ, **(env or {})}
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        if _port_open(self.settings.web_host, self.settings.web_port):
-            raise RuntimeError(
-                f"{self.settings.web_url} is already in use (another stream worker?); stop it or set STREAMREC_WEB_PORT"
-            )
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "stream.cli", "worker", "stream"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env,
-                start_new_session=True,
-            )  # fmt: skip
-
-    def stop(self, timeout_s: float = 60.0) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
-
-    def wait(self) -> int | None:
-        return None if self.process is None else self.process.wait()
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def log_tail(self, lines: int = 30) -> str:
-        if not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+from stream.worker import WorkerProcess
 
 
 async def fetch_stats(session: aiohttp.ClientSession, settings: Settings, totals: bool = False) -> dict[str, Any]:
@@ -75,23 +29,6 @@ async def fetch_stats(session: aiohttp.ClientSession, settings: Settings, totals
     async with session.get(url, timeout=aiohttp.ClientTimeout(total=10)) as response:
         response.raise_for_status()
         return await response.json()
-
-
-async def wait_for_worker(
-    session: aiohttp.ClientSession, settings: Settings, worker: WorkerProcess, timeout_s: float = 120
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not worker.alive():
-            raise RuntimeError(f"the stream worker exited; log {worker.log_path}:\n{worker.log_tail()}")
-        try:
-            async with session.get(f"{settings.web_url}/health", timeout=aiohttp.ClientTimeout(total=2)) as r:
-                if r.status == 200:
-                    return
-        except (TimeoutError, aiohttp.ClientError):
-            pass
-        await asyncio.sleep(0.5)
-    raise RuntimeError(f"the stream worker did not answer on {settings.web_url} in {timeout_s:.0f}s")
 
 
 @dataclass
@@ -152,7 +89,7 @@ async def run_demo(
     ok = False
     try:
         async with aiohttp.ClientSession() as session:
-            await wait_for_worker(session, settings, worker)
+            await asyncio.to_thread(worker.wait_healthy)
             print(f"Stream worker up ({settings.web_url}); log: {worker.log_path}", file=out)
             before = await settled_accounting(session, settings, quiet_s=2.0)
             ok = await _replay_and_check(

@@ -60,9 +60,8 @@ def classify(
     batch: Batch[E] = Batch()
     home: dict[str, int] = {}  # key -> its partition; murmur2 once per key, not per event
     for event in events:
-        raw = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
         try:
-            parsed = parse(raw)
+            parsed = parse(event.value or b"")  # raw serializer: bytes, or None for a tombstone
         except InvalidEvent as error:
             batch.invalid.append((event, error))
             continue
@@ -193,8 +192,7 @@ class Ingestor:
         self.stats.forwarded_misrouted += len(batch.misrouted)
         for fut in pending:
             await fut  # delivered to the broker: only now may the batch be acknowledged
-        for event in events:
-            self.stats.consumed[event.message.topic] += 1
+        self.stats.consumed.update(event.message.topic for event in events)
         self.stats.batches += 1
         self.stats.last_batch_at = time.time()
         if self.stats.first_batch_at is None:

@@ -66,13 +66,13 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
-async def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> list[str]:
+async def ensure_topics(settings: Settings) -> list[str]:
     """Create the missing topics and return their names; check the partitioning of existing ones.
 
     Raises :class:`KafkaUnavailable` when no broker answers and :class:`TopicLayoutError` when an
     existing source topic has another partition count than the tables need.
     """
-    specs = topic_specs(settings) if specs is None else specs
+    specs = topic_specs(settings)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
     await start_client(admin, settings.bootstrap_servers)
     try:

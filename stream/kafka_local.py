@@ -60,7 +60,7 @@ def _require(tool: str, install_hint: str) -> str:
     return path
 
 
-def _port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):
             return True
@@ -138,7 +138,7 @@ class LocalKafka:
             self._wait_ready(current.pid)
             return current
         host, port = self.settings.local_kafka_host, self.settings.local_kafka_port
-        if _port_open(host, port):
+        if port_open(host, port):
             raise LocalKafkaError(
                 f"{host}:{port} is already in use by another process; set STREAMREC_LOCAL_KAFKA_PORT "
                 "or point KAFKA_BOOTSTRAP_SERVERS at that broker"
@@ -231,7 +231,7 @@ class LocalKafka:
         while time.monotonic() < deadline:
             if pid is not None and not _pid_alive(pid):
                 raise LocalKafkaError(f"the broker exited during start-up; see {self.log_file}\n{self._log_tail()}")
-            if _port_open(host, port) and self._answers_metadata():
+            if port_open(host, port) and self._answers_metadata():
                 return
             time.sleep(0.3)
         raise LocalKafkaError(f"the broker did not become ready in time; see {self.log_file}\n{self._log_tail()}")

@@ -1,24 +1,113 @@
-"""Process entry points. ``run_stream_worker`` runs the Faust worker until SIGTERM/SIGINT.
+"""The stream worker process: how it runs, and how other processes start and stop it.
 
-Faust's worker handles the signals itself: it stops the agents, flushes the producer, commits the
-acknowledged offsets and closes the tables, so a clean stop loses nothing and re-reads nothing.
+``run_stream_worker`` runs the Faust worker until SIGTERM/SIGINT. Faust's worker handles the
+signals itself: it stops the agents, flushes the producer, commits the acknowledged offsets and
+closes the tables, so a clean stop loses nothing and re-reads nothing.
+
+:class:`WorkerProcess` is the one supervisor of such a process, used by the demo, the integration
+tests and the benchmarks: start it with its log in a file, wait until it serves ``/health``, read
+its JSON endpoints, stop it with SIGTERM.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
-import faust
-
-from stream.app import build_app
-from stream.kafka_admin import ensure_topics
+from stream.kafka_local import port_open
 from stream.settings import Settings
 
 
 def run_stream_worker(settings: Settings) -> None:
+    import faust
+
+    from stream.app import build_app
+    from stream.kafka_admin import ensure_topics
+
     # Topics first, with the configured partition count, before Faust or a producer can auto-create them.
     asyncio.run(ensure_topics(settings))
     settings.state_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     built = build_app(settings)
     worker = faust.Worker(built.app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()
+
+
+class WorkerProcess:
+    """A ``streamrec worker stream`` child process.
+
+    ``env`` is the child's whole environment (default: this process's); ``settings`` must describe
+    the same configuration, since it gives the web address and the default log path.
+    """
+
+    def __init__(self, settings: Settings, env: Mapping[str, str] | None = None, log_path: Path | None = None) -> None:
+        self.settings = settings
+        self.env = dict(os.environ if env is None else env)
+        self.log_path = log_path or settings.state_dir / "logs" / "stream-worker.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        if port_open(self.settings.web_host, self.settings.web_port):
+            raise RuntimeError(
+                f"{self.settings.web_url} is already in use (another stream worker?); stop it or set STREAMREC_WEB_PORT"
+            )
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "stream.cli", "worker", "stream"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env,
+                start_new_session=True,
+            )  # fmt: skip
+
+    def get_json(self, path: str, timeout_s: float = 10) -> tuple[int, Any]:
+        """``(status, body)`` of a GET on the worker's web server; error statuses are returned too."""
+        try:
+            with urllib.request.urlopen(self.settings.web_url + path, timeout=timeout_s) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"null")
+
+    def wait_healthy(self, timeout_s: float = 120) -> None:
+        """Block until ``/health`` answers; raise with the log's tail if the worker dies or hangs."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise RuntimeError(f"the stream worker exited; log {self.log_path}:\n{self.log_tail()}")
+            try:
+                if self.get_json("/health", timeout_s=2)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"the stream worker did not answer on {self.settings.web_url} in {timeout_s:.0f}s")
+
+    def stop(self, timeout_s: float = 60.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout_s``; the exit code (None if never started)."""
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def wait(self) -> int | None:
+        return None if self.process is None else self.process.wait()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

@@ -8,14 +8,11 @@ own topics and application id, so tests never see each other's events or consume
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +20,7 @@ from typing import Any
 import pytest
 
 from stream.settings import Settings
+from stream.worker import WorkerProcess
 
 pytestmark = pytest.mark.integration
 _counter = itertools.count()
@@ -90,67 +88,28 @@ def settings_of(values: dict[str, Any]) -> Settings:
     return Settings(**values)
 
 
-class Worker:
-    """A ``streamrec worker stream`` process, its log, and HTTP helpers for its endpoints."""
+class Worker(WorkerProcess):
+    """A started, healthy stream worker for one test, with polling helpers for its endpoints."""
 
     def __init__(self, settings: dict[str, Any], log_path: Path) -> None:
-        self.settings = settings
-        self.url = f"http://127.0.0.1:{settings['web_port']}"
-        self.log_path = log_path
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = open(log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "worker", "stream"],
-            env=env_for(settings),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
+        super().__init__(settings_of(settings), env=env_for(settings), log_path=log_path)
+        self.start()
         self.wait_healthy()
 
     def get(self, path: str) -> tuple[int, Any]:
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=10) as response:
-                return response.status, json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read() or b"null")
-
-    def wait_healthy(self, timeout_s: float = 120) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"worker exited:\n{self.log_tail()}"
-            try:
-                if self.get("/health")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"worker not healthy after {timeout_s}s:\n{self.log_tail()}")
+        return self.get_json(path)
 
     def wait_for(self, condition: Callable[[dict[str, Any]], bool], timeout_s: float = 90) -> dict[str, Any]:
         """Poll ``/stats?totals=1`` until ``condition`` holds; fail with the last stats otherwise."""
         deadline = time.monotonic() + timeout_s
         stats: dict[str, Any] = {}
         while time.monotonic() < deadline:
-            assert self.process.poll() is None, f"worker exited:\n{self.log_tail()}"
+            assert self.alive(), f"worker exited:\n{self.log_tail()}"
             status, stats = self.get("/stats?totals=1")
             if status == 200 and condition(stats):
                 return stats
             time.sleep(0.3)
         raise AssertionError(f"condition not met in {timeout_s}s; last stats {stats}\n{self.log_tail()}")
-
-    def stop(self, timeout_s: float = 60) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-        return self.process.returncode
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
 @pytest.fixture

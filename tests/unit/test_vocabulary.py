@@ -71,3 +71,10 @@ def test_state_dict_round_trips_through_json():
 def test_invalid_configuration(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Vocabulary(**kwargs)
+
+
+def test_assigned_lists_ids_with_their_own_rows_only():
+    vocab = Vocabulary(min_count=2)
+    for key in ["a", "a", "b", "c", "c"]:
+        vocab.lookup(key, 0)
+    assert vocab.assigned() == (["a", "c"], [1, 2])
