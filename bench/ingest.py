@@ -81,9 +81,15 @@ async def raw_loop(settings: Settings, total: int, same_work: bool) -> float:
                         event = parse_interaction(record.value, limits, now_ms)
                     except InvalidEvent:
                         continue
-                    groups.setdefault(event.user_id, []).append(event)
+                    groups.setdefault(event.user_id, []).append((event, (record.topic, record.offset)))
                 for user, group in groups.items():
-                    states[user] = apply_interactions(states.get(user), group, settings.history_length)
+                    states[user], _ = apply_interactions(
+                        states.get(user),
+                        [e for e, _ in group],
+                        settings.history_length,
+                        settings.seen_length,
+                        [p for _, p in group],
+                    )
         return seen / (time.perf_counter() - (started or time.perf_counter()))
     finally:
         await consumer.stop()

@@ -22,17 +22,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models.baselines import DecayedPopularity, RiverMF
+from models.baselines import default_baselines
 from models.evaluation import COLD_USER, LONG_TAIL, OVERALL
 from models.recommender import Recommender, RecommenderConfig
-from models.training import RECOMMENDER, Event, OnlineTrainer
+from models.training import RECOMMENDER, Event, Observation, OnlineTrainer
 from stream.datasets import load_ml100k
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=None, help="events to replay (default: all 155,375)")
-    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=1000, help="micro-batch size (the worker's default)")
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--history", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
@@ -40,15 +40,10 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
 
     dataset = load_ml100k()
-    trainer = OnlineTrainer(
-        Recommender(RecommenderConfig(dim=args.dim, seed=args.seed)),
-        {
-            "most-popular (decayed)": DecayedPopularity(half_life_s=7 * 86_400.0),
-            "river BiasedMF": RiverMF(kind="biased", seed=args.seed),
-        },
-    )
+    trainer = OnlineTrainer(Recommender(RecommenderConfig(dim=args.dim, seed=args.seed)), default_baselines(args.seed))
     histories: dict[str, list[str]] = {}
-    batch: list[tuple[Event, tuple[str, ...]]] = []
+    seen: dict[str, set[str]] = {}
+    batch: list[Observation] = []
     started = time.perf_counter()
     events = 0
     for raw in dataset.interaction_events():
@@ -56,9 +51,10 @@ def main() -> None:
             break
         event = Event(raw["user_id"], raw["item_id"], raw["type"], raw["ts"])
         history = histories.setdefault(event.user_id, [])
-        batch.append((event, tuple(history[-args.history :])))
-        if event.type == "click":  # a purchase repeats its click's item
-            history.append(event.item_id)
+        user_seen = seen.setdefault(event.user_id, set())
+        batch.append(Observation(event, tuple(history[-args.history :]), frozenset(user_seen)))
+        history.append(event.item_id)  # as the stream worker's user state: clicks and purchases
+        user_seen.add(event.item_id)
         events += 1
         if len(batch) >= args.batch:
             trainer.step(batch)

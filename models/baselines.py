@@ -12,8 +12,9 @@ model over the same candidates, a micro-batch at a time.
 
 from __future__ import annotations
 
+import heapq
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Literal
 
 import numpy as np
@@ -56,8 +57,9 @@ class DecayedPopularity:
         row = np.fromiter((self.mass.get(i, 0.0) for i in item_ids), dtype=np.float64, count=len(item_ids))
         return np.broadcast_to(row, (len(user_ids), len(item_ids)))
 
-    def top(self, k: int, exclude: set[str] = frozenset()) -> list[str]:
-        ranked = sorted(self.mass.items(), key=lambda kv: kv[1], reverse=True)
+    def top(self, k: int, exclude: Collection[str] = frozenset()) -> list[str]:
+        """The ``k`` most popular items not in ``exclude`` (a partial sort: O(n log k))."""
+        ranked = heapq.nlargest(k + len(exclude), self.mass.items(), key=lambda kv: kv[1])
         return [item for item, _ in ranked if item not in exclude][:k]
 
 
@@ -121,6 +123,15 @@ class RiverMF:
             item_bias = np.fromiter((m.i_biases.get(i, 0.0) for i in item_ids), dtype=np.float64, count=len(item_ids))
             scores = scores + m.global_mean.get() + user_bias[:, None] + item_bias[None, :]
         return scores
+
+
+def default_baselines(seed: int = 0, half_life_s: float = 7 * 86_400.0) -> dict[str, DecayedPopularity | RiverMF]:
+    """The baselines every run reports beside the model, keyed by the names metrics and tables use."""
+    return {
+        "most_popular": DecayedPopularity(half_life_s=half_life_s),
+        "biased_mf": RiverMF(kind="biased", seed=seed),
+        "funk_mf": RiverMF(kind="funk", seed=seed),
+    }
 
 
 def _as_vector(weights: np.ndarray | None, default: np.ndarray) -> np.ndarray:

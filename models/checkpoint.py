@@ -44,13 +44,18 @@ class Checkpoint:
     saved_at: float
 
 
-def save_checkpoint(model: Recommender, directory: Path, offsets: Offsets, keep: int = 3) -> Path:
-    """Write ``model`` and ``offsets`` atomically; keep the newest ``keep`` checkpoints."""
-    final = directory / f"checkpoint-{model.version:012d}.pt"
+def save_checkpoint(model: Recommender | dict[str, Any], directory: Path, offsets: Offsets, keep: int = 3) -> Path:
+    """Write ``model`` (or a ``state_dict`` taken earlier) and ``offsets`` atomically; keep the newest ``keep``.
+
+    Taking the state dict is the only part that must not overlap training; the stream worker
+    takes it under the model's lock and writes it here in a thread while training goes on.
+    """
+    state = model if isinstance(model, dict) else model.state_dict()
+    final = directory / f"checkpoint-{state['version']:012d}.pt"
     tmp = directory / f".{final.name}.{os.getpid()}.tmp"
     payload = {
         "format": FORMAT_VERSION,
-        "model": model.state_dict(),
+        "model": state,
         "offsets": {topic: {int(p): int(o) for p, o in parts.items()} for topic, parts in offsets.items()},
         "saved_at": time.time(),
     }

@@ -87,17 +87,15 @@ class ChangeTracker:
         self._published: dict[str, np.ndarray] = {}
 
     def changed(self, keys: list[str], vectors: np.ndarray) -> list[int]:
-        """Indices of ``keys`` never published or moved beyond the threshold."""
-        picked = []
-        for index, key in enumerate(keys):
-            last = self._published.get(key)
-            if last is None:
-                picked.append(index)
-                continue
-            moved = float(np.linalg.norm(vectors[index] - last)) / max(float(np.linalg.norm(last)), 1e-12)
-            if moved > self.threshold:
-                picked.append(index)
-        return picked
+        """Indices of ``keys`` never published or moved beyond the threshold (one vectorised pass)."""
+        last = [self._published.get(key) for key in keys]
+        known = [index for index, vector in enumerate(last) if vector is not None]
+        picked = [index for index, vector in enumerate(last) if vector is None]
+        if known:
+            before = np.stack([last[index] for index in known])
+            moved = np.linalg.norm(vectors[known] - before, axis=1) / np.maximum(np.linalg.norm(before, axis=1), 1e-12)
+            picked.extend(index for index, m in zip(known, moved.tolist(), strict=True) if m > self.threshold)
+        return sorted(picked)
 
     def mark_published(self, key: str, vector: np.ndarray) -> None:
         self._published[key] = np.array(vector, dtype=np.float32, copy=True)

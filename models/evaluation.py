@@ -2,7 +2,7 @@
 
 Every real interaction is first scored, as the rank of the item the user actually chose among all
 known items, and only then trained on. The rank becomes HR@10, NDCG@10, Recall@20 and MRR,
-aggregated cumulatively and over a rolling window (river's running statistics), overall and for
+aggregated cumulatively (river's running mean) and over a rolling window, overall and for
 slices such as cold users and long-tail items.
 
 With one held-out item per event, Recall@k equals HR@k; both names are reported because users
@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
-from river import stats, utils
+from river import stats
 
 METRICS = ("hr@10", "ndcg@10", "recall@20", "mrr")
 OVERALL = "overall"
@@ -37,15 +37,63 @@ def rank_of_target(scores: np.ndarray, target: int, exclude: Iterable[int] = ())
     return 1 + int(np.count_nonzero(scores[candidates] >= scores[target]))
 
 
+def ranks_of_targets(scores: np.ndarray, targets: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """:func:`rank_of_target` for a batch: ``scores[B, N]``, ``targets[B]``, ``candidates[B, N]`` (bool).
+
+    ``candidates`` is False for excluded items; the target is never counted against itself.
+    """
+    rows = np.arange(len(targets))
+    target_scores = scores[rows, targets]
+    beaten_or_tied = (scores >= target_scores[:, None]) & candidates
+    beaten_or_tied[rows, targets] = False
+    return 1 + np.count_nonzero(beaten_or_tied, axis=1)
+
+
 def metrics_for_rank(rank: int) -> dict[str, float]:
     if rank < 1:
         raise ValueError("ranks start at 1")
+    return {name: float(values[0]) for name, values in metrics_for_ranks(np.array([rank])).items()}
+
+
+def metrics_for_ranks(ranks: np.ndarray) -> dict[str, np.ndarray]:
+    """Each metric for each rank, as float arrays in :data:`METRICS` order."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    if ranks.size and ranks.min() < 1:
+        raise ValueError("ranks start at 1")
+    top10 = ranks <= 10
     return {
-        "hr@10": float(rank <= 10),
-        "ndcg@10": 1.0 / float(np.log2(rank + 1)) if rank <= 10 else 0.0,
-        "recall@20": float(rank <= 20),
-        "mrr": 1.0 / rank,
+        "hr@10": top10.astype(np.float64),
+        "ndcg@10": np.where(top10, 1.0 / np.log2(ranks + 1), 0.0),
+        "recall@20": (ranks <= 20).astype(np.float64),
+        "mrr": 1.0 / ranks,
     }
+
+
+class RollingMean:
+    """The mean of the last ``window`` values, in a ring buffer (a batch is one numpy write)."""
+
+    def __init__(self, window: int) -> None:
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        self.window = window
+        self._values = np.zeros(window)
+        self._next = 0
+        self._filled = 0
+
+    def update_many(self, values: np.ndarray) -> None:
+        values = np.asarray(values, dtype=np.float64)[-self.window :]
+        end = self._next + len(values)
+        if end <= self.window:
+            self._values[self._next : end] = values
+        else:
+            split = self.window - self._next
+            self._values[self._next :] = values[:split]
+            self._values[: end - self.window] = values[split:]
+        self._next = end % self.window
+        self._filled = min(self.window, self._filled + len(values))
+
+    def get(self) -> float:
+        return float(self._values[: self._filled].mean()) if self._filled else 0.0
 
 
 @dataclass
@@ -53,34 +101,51 @@ class _SliceStats:
     window: int
     count: int = 0
     cumulative: dict[str, stats.Mean] = field(default_factory=dict)
-    rolling: dict[str, utils.Rolling] = field(default_factory=dict)
+    rolling: dict[str, RollingMean] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in METRICS:
             self.cumulative[name] = stats.Mean()
-            self.rolling[name] = utils.Rolling(stats.Mean, window_size=self.window)
+            self.rolling[name] = RollingMean(self.window)
 
-    def update(self, values: dict[str, float]) -> None:
-        self.count += 1
-        for name, value in values.items():
-            self.cumulative[name].update(value)
-            self.rolling[name].update(value)
+    def update_many(self, values: dict[str, np.ndarray]) -> None:
+        for name, column in values.items():
+            self.cumulative[name].update_many(column)
+            self.rolling[name].update_many(column)
+        self.count += len(next(iter(values.values())))
 
 
 class PrequentialEvaluator:
-    """Running ranking metrics, overall and per slice, cumulative and over the last ``window`` events."""
+    """Running ranking metrics, overall and per slice, cumulative and over the last ``window`` events.
+
+    Cumulative means are river's ``stats.Mean``; the rolling window is a ring buffer so that a
+    micro-batch of ranks is one update per metric rather than one Python call per event.
+    """
 
     def __init__(self, window: int = 1000) -> None:
         self.window = window
         self._slices: dict[str, _SliceStats] = {}
 
     def update(self, rank: int, slices: Iterable[str] = ()) -> dict[str, float]:
-        values = metrics_for_rank(rank)
-        for name in (OVERALL, *slices):
-            if name not in self._slices:
-                self._slices[name] = _SliceStats(self.window)
-            self._slices[name].update(values)
+        names = list(slices)
+        self.update_many(np.array([rank]), {name: np.array([True]) for name in names})
+        return metrics_for_rank(rank)
+
+    def update_many(self, ranks: np.ndarray, slices: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Add a batch of ranks; ``slices`` maps a slice name to a boolean mask over ``ranks``."""
+        values = metrics_for_ranks(ranks)
+        if len(ranks) == 0:
+            return values
+        self._slice(OVERALL).update_many(values)
+        for name, mask in (slices or {}).items():
+            if mask.any():
+                self._slice(name).update_many({metric: column[mask] for metric, column in values.items()})
         return values
+
+    def _slice(self, name: str) -> _SliceStats:
+        if name not in self._slices:
+            self._slices[name] = _SliceStats(self.window)
+        return self._slices[name]
 
     def count(self, slice_name: str = OVERALL) -> int:
         found = self._slices.get(slice_name)

@@ -20,8 +20,9 @@ this model run under one evaluation loop.
 
 from __future__ import annotations
 
+import heapq
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -90,6 +91,8 @@ class Recommender:
         self.version = 0
         self.samples_trained = 0
         self._generator = torch.Generator(device="cpu").manual_seed(c.seed)
+        self._touched_users: set[str] = set()
+        self._touched_items: set[str] = set()
 
     # --- vocabulary and tables -------------------------------------------------------------------
     def _register(self, samples: Sequence[Sample]) -> None:
@@ -132,16 +135,23 @@ class Recommender:
 
     # --- towers ----------------------------------------------------------------------------------
     def _history_rows(self, histories: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Padded ``[B, L]`` item rows (newest last) and recency weights (0 where padded)."""
+        """Padded ``[B, L]`` item rows (newest last) and recency weights (0 where padded).
+
+        Built as one flat list and one tensor: a tensor per row costs more than the step's maths.
+        """
         length = self.config.history_length
-        rows = torch.zeros(len(histories), length, dtype=torch.long)
-        weights = torch.zeros(len(histories), length)
+        row_of = self.items.row
+        flat: list[int] = []
+        lengths: list[int] = []
+        for history in histories:
+            recent = history[-length:] if len(history) > length else history
+            flat.extend([FALLBACK_ROW] * (length - len(recent)))
+            flat.extend(row_of(item) for item in recent)
+            lengths.append(len(recent))
+        rows = torch.tensor(flat, dtype=torch.long).view(len(histories), length)
         decay = 0.5 ** (torch.arange(length - 1, -1, -1, dtype=torch.float32) / self.config.history_half_life)
-        for b, history in enumerate(histories):
-            recent = [self.items.row(item) for item in list(history)[-length:]]
-            if recent:
-                rows[b, length - len(recent) :] = torch.tensor(recent)
-                weights[b, length - len(recent) :] = decay[length - len(recent) :]
+        filled = torch.arange(length).unsqueeze(0) >= (length - torch.tensor(lengths)).unsqueeze(1)
+        weights = decay.unsqueeze(0) * filled
         return rows.to(self.device), weights.to(self.device)
 
     def _item_vectors(self, rows: torch.Tensor, id_vectors: torch.Tensor) -> torch.Tensor:
@@ -211,7 +221,32 @@ class Recommender:
         self.popularity.index_add_(0, real_rows, torch.ones_like(real_rows, dtype=torch.float32))
         self.samples_trained += len(samples)
         self.version += 1
+        self._note_touched(batch, i_rows)
         return float(loss.detach())
+
+    def _note_touched(self, batch: Sequence[Sample], item_rows: torch.Tensor) -> None:
+        """Remember whose parameters this step moved, for :meth:`take_touched`."""
+        self._touched_users.update(s.user_id for s in batch if s.user_id in self.users)
+        key_of = self.items.key_of
+        self._touched_items.update(key for key in map(key_of, item_rows.tolist()) if key is not None)
+
+    def take_touched(self) -> tuple[set[str], set[str]]:
+        """Users and items whose parameters changed since the last call (then forgets them).
+
+        A user's published vector also depends on its history's item vectors; users are refreshed
+        when they act (or in a snapshot), not whenever one of their items moves.
+        """
+        users, items = self._touched_users, self._touched_items
+        self._touched_users, self._touched_items = set(), set()
+        return users, items
+
+    def expire(self, now_s: float) -> tuple[list[str], list[str]]:
+        """Forget users and items idle for ``ttl_s`` of event time; their rows are reused later."""
+        users = [key for key, _ in self.users.expire(now_s)]
+        items = [key for key, _ in self.items.expire(now_s)]
+        self._touched_users.difference_update(users)
+        self._touched_items.difference_update(items)
+        return users, items
 
     def _negatives(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows drawn ∝ popularity^α among assigned items, and log Q(row) for every row."""
@@ -314,6 +349,54 @@ class Recommender:
         hist_vec = self._item_vectors(flat, self.item_emb.lookup(flat)).view(len(user_ids), c.history_length, c.dim)
         rows = torch.tensor([self.users.row(u) for u in user_ids], dtype=torch.long, device=self.device)
         return self._user_vectors(self.user_emb.lookup(rows), hist_vec, hist_weights).cpu()
+
+    @torch.inference_mode()
+    def item_embeddings(self, item_ids: Sequence[str]) -> torch.Tensor:
+        """Published item vectors: the item tower's output plus the item bias as a last component.
+
+        Paired with :meth:`user_embeddings` (whose last component is 1), ``user · item`` is exactly
+        the model's score, so a consumer can serve from the topic with any inner-product index.
+        """
+        rows = torch.tensor([self.items.row(i) for i in item_ids], dtype=torch.long, device=self.device)
+        vectors = self._item_vectors(rows, self.item_emb.lookup(rows))
+        return torch.cat([vectors, self.item_bias.lookup(rows)], dim=1).cpu()
+
+    @torch.inference_mode()
+    def user_embeddings(self, user_ids: Sequence[str], histories: Sequence[Sequence[str]]) -> torch.Tensor:
+        """Published user vectors: the user tower's output and a constant 1 (see :meth:`item_embeddings`)."""
+        vectors = self.user_vectors(user_ids, histories)
+        return torch.cat([vectors, torch.ones(len(user_ids), 1)], dim=1)
+
+    @torch.inference_mode()
+    def similar(self, item_id: str, k: int = 20) -> list[tuple[str, float]]:
+        """The ``k`` items whose tower vectors have the highest cosine similarity to ``item_id``'s."""
+        if item_id not in self.items:
+            raise KeyError(item_id)
+        item_ids, item_rows = self.items.assigned()
+        rows = torch.tensor(item_rows, dtype=torch.long, device=self.device)
+        vectors = torch.nn.functional.normalize(self._item_vectors(rows, self.item_emb.lookup(rows)), dim=1)
+        target = vectors[item_ids.index(item_id)]
+        similarity = (vectors @ target).cpu()
+        order = torch.argsort(similarity, descending=True).tolist()
+        return [(item_ids[i], float(similarity[i])) for i in order if item_ids[i] != item_id][:k]
+
+    def popular(self, k: int, exclude: Collection[str] = ()) -> list[tuple[str, float]]:
+        """The ``k`` items with most real interactions (not decayed), without ``exclude``."""
+        item_ids, rows = self.items.assigned()
+        counts = self.popularity[torch.tensor(rows, dtype=torch.long, device=self.device)].tolist() if rows else []
+        ranked = heapq.nlargest(k + len(exclude), zip(item_ids, counts, strict=True), key=lambda pair: pair[1])
+        return [(item, float(count)) for item, count in ranked if item not in exclude][:k]
+
+    def memory_report(self) -> dict[str, Any]:
+        """Rows per vocabulary and bytes held by the tables (what bounds memory as ids come and go)."""
+        tables = {"user_emb": self.user_emb, "item_emb": self.item_emb, "item_bias": self.item_bias}
+        extra = (self.content.numel() + self.popularity.numel()) * self.content.element_size()
+        return {
+            "users": asdict(self.users.report()),
+            "items": asdict(self.items.report()),
+            "table_bytes": {name: store.memory_bytes() for name, store in tables.items()} | {"item_content": extra},
+            "replay_samples": len(self.replay),
+        }
 
     def score_items(self, user_id: str, history: Sequence[str]) -> tuple[list[str], torch.Tensor]:
         """Scores of every known item for one user: ``(item_ids, scores)`` in the same order."""

@@ -29,7 +29,8 @@ from typing import Protocol
 import numpy as np
 
 from models.drift import DriftMonitor
-from models.evaluation import PopularityTracker, PrequentialEvaluator, rank_of_target, slices_for
+from models.evaluation import COLD_USER, LONG_TAIL, PopularityTracker, PrequentialEvaluator, ranks_of_targets
+from models.protocol import Baseline, BaselineEvaluator, BaselineSink, EvaluationBatch, candidate_mask
 from models.recommender import Recommender, Sample
 
 RECOMMENDER = "streamrec"
@@ -52,10 +53,17 @@ class Event:
     ts: int  # epoch milliseconds
 
 
-class Baseline(Protocol):
-    def learn_one(self, user_id: str, item_id: str, ts_s: float, weight: float = 1.0) -> None: ...
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """A real event with what was known about its user just before it.
 
-    def score_batch(self, user_ids: Sequence[str], item_ids: Sequence[str], now_s: float = 0.0) -> np.ndarray: ...
+    Ranking excludes ``seen | history``: ``seen`` may be one set shared by a user's events in a
+    batch (what was known before the batch), the history adds the events since.
+    """
+
+    event: InteractionLike
+    history: tuple[str, ...] = ()
+    seen: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -65,10 +73,19 @@ class StepReport:
     trained: int = 0
     loss: float = 0.0
     drift_alarm: bool = False
+    expired_users: list[str] = field(default_factory=list)
+    expired_items: list[str] = field(default_factory=list)
 
 
 @dataclass
 class OnlineTrainer:
+    """The recommender's test-then-train loop; ``baselines`` run beside it on the same protocol.
+
+    Baselines given as a mapping are evaluated in this process; ``baseline_sink`` sends the
+    protocol elsewhere instead (the stream worker runs them in their own process, so river's
+    per-event Python never competes with the consumer for the interpreter).
+    """
+
     model: Recommender
     baselines: Mapping[str, Baseline] = field(default_factory=dict)
     evaluate_types: tuple[str, ...] = ("click",)
@@ -77,53 +94,85 @@ class OnlineTrainer:
     window: int = 1000
     drift: DriftMonitor = field(default_factory=DriftMonitor)
     popularity: PopularityTracker = field(default_factory=PopularityTracker)
-    evaluators: dict[str, PrequentialEvaluator] = field(init=False)
+    baseline_sink: BaselineSink | None = None
+    evaluator: PrequentialEvaluator = field(init=False)
     unrankable: int = 0
+    evaluated: int = 0
+    _candidates: set[str] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.evaluators = {name: PrequentialEvaluator(self.window) for name in (RECOMMENDER, *self.baselines)}
+        self.evaluator = PrequentialEvaluator(self.window)
+        if self.baselines and self.baseline_sink is None:
+            self.baseline_sink = BaselineEvaluator(self.baselines, self.window)
 
-    def step(self, batch: Sequence[tuple[InteractionLike, Sequence[str]]]) -> StepReport:
-        """``batch`` holds ``(event, history before the event)`` pairs, oldest first."""
+    def step(self, batch: Sequence[Observation]) -> StepReport:
+        """Score, then train on ``batch`` (real events, oldest first)."""
         report = StepReport()
-        self._evaluate(batch, report)
+        if not batch:
+            return report
+        protocol = self._evaluate(batch, report)
         samples = [
-            Sample(e.user_id, e.item_id, tuple(history), self.model.sample_weight(e.type), e.ts / 1000.0)
-            for e, history in batch
+            Sample(
+                o.event.user_id, o.event.item_id, o.history, self.model.sample_weight(o.event.type), o.event.ts / 1000.0
+            )
+            for o in batch
         ]
         self.model.set_lr_multiplier(self.drift.lr_multiplier())
         report.loss = self.model.learn_many(samples)
-        for event, sample in zip((e for e, _ in batch), samples, strict=True):
-            for baseline in self.baselines.values():
-                baseline.learn_one(event.user_id, event.item_id, sample.ts_s, sample.weight)
-            if event.type in self.evaluate_types:
-                self.popularity.update(event.item_id)
+        for observation in batch:
+            if observation.event.type in self.evaluate_types:
+                self.popularity.update(observation.event.item_id)
+        if self.model.config.ttl_s is not None:
+            report.expired_users, report.expired_items = self.model.expire(max(s.ts_s for s in samples))
+        if self.baseline_sink is not None:
+            protocol.events = [(s.user_id, s.item_id, s.ts_s, s.weight) for s in samples]
+            self.baseline_sink.step(protocol)
         report.trained = len(samples)
         return report
 
-    def _evaluate(self, batch: Sequence[tuple[InteractionLike, Sequence[str]]], report: StepReport) -> None:
-        scored = [(e, h) for e, h in batch if e.type in self.evaluate_types]
-        rankable = [(e, h) for e, h in scored if e.item_id in self.model.items]
+    def _evaluate(self, batch: Sequence[Observation], report: StepReport) -> EvaluationBatch:
+        """Rank each scored event with the recommender; return the protocol for the baselines."""
+        protocol = EvaluationBatch([], [], [], {}, {COLD_USER: [], LONG_TAIL: []}, [], [])
+        scored = [(index, o) for index, o in enumerate(batch) if o.event.type in self.evaluate_types]
+        rankable = [(index, o) for index, o in scored if o.event.item_id in self.model.items]
         report.unrankable = len(scored) - len(rankable)
         self.unrankable += report.unrankable
+        item_ids, model_scores = self.model.score_batch(
+            [o.event.user_id for _, o in rankable], [o.history for _, o in rankable]
+        )
+        current = set(item_ids)
+        protocol.candidates_added = [item for item in item_ids if item not in self._candidates]
+        protocol.candidates_removed = list(self._candidates - current)
+        self._candidates = current
         if not rankable:
-            return
-        users = [e.user_id for e, _ in rankable]
-        item_ids, model_scores = self.model.score_batch(users, [h for _, h in rankable])
-        now_s = rankable[-1][0].ts / 1000.0
-        scores = {RECOMMENDER: model_scores.numpy()}
-        scores.update({name: b.score_batch(users, item_ids, now_s) for name, b in self.baselines.items()})
+            return protocol
+        observations = [o for _, o in rankable]
+        protocol.rankable = [index for index, _ in rankable]
+        if self.exclude_seen:
+            protocol.histories = [o.history for o in observations]
+            for o in observations:  # one list per user, not per event
+                if o.event.user_id not in protocol.seen:
+                    protocol.seen[o.event.user_id] = list(o.seen)
+        protocol.slices = {
+            COLD_USER: [len(o.history) < self.cold_user_max for o in observations],
+            LONG_TAIL: [self.popularity.is_long_tail(o.event.item_id) for o in observations],
+        }
         position = {item: k for k, item in enumerate(item_ids)}
-        for b, (event, history) in enumerate(rankable):
-            target = position[event.item_id]
-            exclude = [position[i] for i in set(history) if i in position] if self.exclude_seen else []
-            slices = slices_for(len(history), event.item_id, self.popularity, self.cold_user_max)
-            for name, matrix in scores.items():
-                values = self.evaluators[name].update(rank_of_target(matrix[b], target, exclude), slices)
-                if name == RECOMMENDER:
-                    report.drift_alarm |= self.drift.update(1.0 - values["ndcg@10"])
+        targets = np.fromiter((position[o.event.item_id] for o in observations), dtype=np.int64, count=len(rankable))
+        users = [o.event.user_id for o in observations]
+        candidates = candidate_mask(position, users, protocol.seen, protocol.histories)
+        masks = {name: np.asarray(flags, dtype=bool) for name, flags in protocol.slices.items()}
+        ranks = ranks_of_targets(model_scores.numpy(), targets, candidates)
+        values = self.evaluator.update_many(ranks, masks)
+        for ndcg in values["ndcg@10"]:
+            report.drift_alarm |= self.drift.update(1.0 - float(ndcg))
         report.evaluated = len(rankable)
+        self.evaluated += len(rankable)
+        return protocol
 
     def table(self) -> dict[str, dict[str, dict[str, float]]]:
         """``{model: {slice: {"n": …, "hr@10": …, …}}}`` of the cumulative and rolling metrics."""
-        return {name: evaluator.report() for name, evaluator in self.evaluators.items()}
+        table = {RECOMMENDER: self.evaluator.report()}
+        if self.baseline_sink is not None:
+            table.update(self.baseline_sink.table())
+        return table

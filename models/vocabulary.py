@@ -51,6 +51,7 @@ class Vocabulary:
         self._pending: OrderedDict[str, tuple[int, float]] = OrderedDict()  # id -> (count, last seen)
         self._free: list[int] = []
         self._next_row = FALLBACK_ROW + 1
+        self._key_of_row: dict[int, str] = {}  # row -> id, to name the rows a step touched
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -82,6 +83,7 @@ class Vocabulary:
             return Lookup(FALLBACK_ROW, fresh=False)
         row = self._free.pop() if self._free else self._allocate()
         self._rows[key] = (row, now_s)
+        self._key_of_row[row] = key
         return Lookup(row, fresh=True)
 
     def expire(self, now_s: float) -> list[tuple[str, int]]:
@@ -96,10 +98,15 @@ class Vocabulary:
                 break
             self._rows.popitem(last=False)
             self._free.append(row)
+            del self._key_of_row[row]
             expired.append((key, row))
         while self._pending and next(iter(self._pending.values()))[1] < horizon:
             self._pending.popitem(last=False)
         return expired
+
+    def key_of(self, row: int) -> str | None:
+        """The id that owns ``row`` (None for the fallback row and free rows)."""
+        return self._key_of_row.get(row)
 
     def ids(self) -> list[str]:
         return list(self._rows)
@@ -135,4 +142,5 @@ class Vocabulary:
         vocabulary._pending = OrderedDict((k, (int(c), float(t))) for k, c, t in state["pending"])
         vocabulary._free = [int(r) for r in state["free"]]
         vocabulary._next_row = int(state["next_row"])
+        vocabulary._key_of_row = {row: key for key, (row, _) in vocabulary._rows.items()}
         return vocabulary

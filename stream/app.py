@@ -4,21 +4,28 @@
 benchmarks) builds it from one :class:`~stream.settings.Settings` object.
 
 Data flows one way: ``clicks``/``purchases`` → ``ingest_interactions`` agent → ``user_state``
-table (+ dead letters); ``catalogue`` → ``ingest_catalogue`` agent → ``catalogue`` table.
+table (+ dead letters) → learner (test-then-train, checkpoints) → embeddings topic;
+``catalogue`` → ``ingest_catalogue`` agent → ``catalogue`` table. The HTTP routes are in
+:mod:`stream.api`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import faust
-from faust.web import Request, Response, View
 
+from models.training import StepReport
+from stream.api import register_views
 from stream.contract import Limits
-from stream.ingest import Ingestor, IngestStats
+from stream.ingest import Ingestor, IngestStats, TrainingEvent, next_offsets
+from stream.learner import Learner
+from stream.publisher import EmbeddingPublisher
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,9 +56,12 @@ class StreamApp:
     ingestor: Ingestor
     user_state: faust.Table
     catalogue: faust.Table
+    learner: Learner | None
+    publisher: EmbeddingPublisher | None
 
 
-def build_app(settings: Settings) -> StreamApp:
+def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
+    """The worker's app; ``learner`` (restored from a checkpoint by the caller) turns training on."""
     brokers = ";".join(f"kafka://{host}" for host in settings.bootstrap_servers.split(","))
     app = faust.App(
         settings.app_id,
@@ -96,57 +106,94 @@ def build_app(settings: Settings) -> StreamApp:
         limits=Limits.from_settings(settings),
         partitions=settings.topic_partitions,
         history_length=settings.history_length,
+        seen_length=settings.seen_length,
         stats=stats,
     )
+    publisher = None
+    if learner is not None:
+
+        async def send_embedding(key: bytes, value: bytes | None, headers: list[tuple[str, bytes]] | None = None):
+            # The producer directly: a topic's send() costs more per record than this hot path can pay.
+            return await app.producer.send(settings.topic_embeddings, key, value, None, None, headers)
+
+        publisher = EmbeddingPublisher(
+            learner.guarded,
+            send_embedding,
+            user_state,
+            threshold=settings.embedding_change_threshold,
+            max_per_s=settings.embedding_max_per_s,
+            encoding=settings.embedding_encoding,
+        )
+        _wire_training(app, settings, learner, publisher)
+
+    async def train_and_publish(training_events: list[TrainingEvent], positions: dict[tuple[str, int], int]) -> None:
+        assert learner is not None and publisher is not None
+        report = await learner.learn(training_events, positions)
+        if report.expired_users or report.expired_items:
+            await publisher.tombstone(publisher.expired(report.expired_users, report.expired_items))
+        await publisher.flush()  # sends; delivery is not awaited here
+        if learner.checkpoint_due():
+            await learner.checkpoint()
 
     @app.agent(interactions, name="ingest_interactions")
     async def ingest_interactions(stream: faust.StreamT) -> None:
+        training: asyncio.Future[None] | None = None
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            await ingestor.interactions(events)
+            training_events = await ingestor.interactions(events)
+            if learner is None:
+                continue
+            # One step in flight: batch n trains (in a thread) while batch n+1 is ingested. Steps
+            # stay in order, and the learner's own offsets, not the commit, say what is trained.
+            if training is not None:
+                await training
+            training = asyncio.ensure_future(train_and_publish(training_events, next_offsets(events)))
 
     @app.agent(catalogue_topic, name="ingest_catalogue")
     async def ingest_catalogue(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
             await ingestor.catalogue_items(events)
 
-    _register_views(app, stats, user_state, catalogue)
-    return StreamApp(app, settings, ingestor, user_state, catalogue)
+    register_views(app, stats, user_state, catalogue, learner, publisher)
+    return StreamApp(app, settings, ingestor, user_state, catalogue, learner, publisher)
 
 
-def _register_views(app: faust.App, stats: IngestStats, user_state: faust.Table, catalogue: faust.Table) -> None:
-    @app.page("/health")
-    class Health(View):
-        async def get(self, request: Request) -> Response:
-            return self.json({"status": "ok", "time": time.time()})
+def _wire_training(app: faust.App, settings: Settings, learner: Learner, publisher: EmbeddingPublisher) -> None:
+    """Hooks around the agent: rewind on assignment, pending publishes, final checkpoint on shutdown."""
 
-    @app.page("/stats")
-    class Stats(View):
-        """Process counters plus table sizes (the tables' local partitions)."""
+    def note_step(events: Sequence[TrainingEvent], report: StepReport) -> None:
+        users, items = learner.model.take_touched()
+        first_event: dict[str, int] = {}
+        for event in events:
+            first_event.setdefault(event.interaction.user_id, event.timestamp_ms)
+        oldest = min(first_event.values(), default=int(time.time() * 1000))
+        # Users the step moved only through replayed samples are refreshed with their next event.
+        publisher.note({u: ts for u, ts in first_event.items() if u in users}, items, oldest)
 
-        async def get(self, request: Request) -> Response:
-            body: dict[str, Any] = stats.as_dict()
-            body["users"] = len(user_state)
-            body["items"] = len(catalogue)
-            if request.query.get("totals"):
-                # Survives restarts: the sum of per-user counters recovered from the changelog.
-                body["user_state_events_total"] = sum(state["events"] for state in user_state.values() if state)
-            return self.json(body)
+    learner.on_step.append(note_step)
 
-    _register_entity_view(app, user_state, "users", "user_id")
-    _register_entity_view(app, catalogue, "items", "item_id")
+    @app.on_rebalance_complete.connect
+    async def hook_rewind(sender: Any, **kwargs: Any) -> None:
+        # Faust seeks to the committed offsets right after this signal; wrap that seek once so the
+        # learner can move interaction partitions back to its checkpoint (see stream.learner).
+        consumer = app.consumer
+        if getattr(consumer, "_streamrec_rewind", False):
+            return
+        seek_committed = consumer.perform_seek
 
+        async def perform_seek() -> None:
+            await seek_committed()
+            await learner.rewind(consumer, settings.interaction_topics)
 
-def _register_entity_view(app: faust.App, table: faust.Table, plural: str, id_field: str) -> None:
-    """``GET /<plural>/{id}``: one table entry, routed to the worker that owns its partition."""
+        consumer.perform_seek = perform_seek
+        consumer._streamrec_rewind = True
 
-    class EntityView(View):
-        @app.table_route(table=table, match_info=id_field)
-        async def get(self, request: Request, **match: str) -> Response:
-            entity_id = match[id_field]
-            entry = table.get(entity_id)
-            if entry is None:
-                return self.json({"error": f"unknown {plural[:-1]} {entity_id!r}"}, status=404)
-            return self.json({id_field: entity_id, **entry})
+    @app.timer(settings.embedding_flush_interval_s)
+    async def flush_embeddings() -> None:
+        await publisher.flush()
 
-    EntityView.__name__ = f"{plural.title()}View"
-    app.page(f"/{plural}/{{{id_field}}}")(EntityView)
+    @app.on_before_shutdown.connect
+    async def final_checkpoint(sender: Any, **kwargs: Any) -> None:
+        # Runs after the consumer has stopped and every fetched batch is handled.
+        await publisher.flush()
+        await learner.checkpoint(wait=True)
+        learner.close()

@@ -62,32 +62,8 @@ def from_record(key: bytes | None, value: bytes | None, headers: list[tuple[str,
 
 async def read_dead_letters(bootstrap: str, topic: str, last: int | None = None) -> list[DeadLetter]:
     """Every dead letter currently in ``topic`` (or the newest ``last`` per partition), oldest first."""
-    from aiokafka import AIOKafkaConsumer
+    from stream.kafka_admin import read_topic
 
-    from stream.kafka_admin import start_client, topic_partitions
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await start_client(consumer, bootstrap)
-    try:
-        tps = await topic_partitions(consumer, topic)
-        if not tps:
-            return []
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        starts = await consumer.beginning_offsets(tps)
-        letters: list[DeadLetter] = []
-        for tp in tps:
-            first = starts[tp] if last is None else max(starts[tp], ends[tp] - last)
-            if first >= ends[tp]:
-                continue
-            consumer.seek(tp, first)
-            next_offset = first
-            while next_offset < ends[tp]:
-                batch = await consumer.getmany(tp, timeout_ms=1000)
-                for record in batch.get(tp, []):
-                    next_offset = record.offset + 1
-                    if record.offset < ends[tp]:
-                        letters.append(from_record(record.key, record.value, list(record.headers)))
-        return sorted(letters, key=lambda d: d.failed_at_ms)
-    finally:
-        await consumer.stop()
+    records = await read_topic(bootstrap, topic, last)
+    letters = [from_record(r.key, r.value, list(r.headers)) for r in records]
+    return sorted(letters, key=lambda d: d.failed_at_ms)

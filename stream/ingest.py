@@ -90,6 +90,29 @@ def writing_for(event: EventT):
         _current_event.reset(token)
 
 
+@dataclass(frozen=True, slots=True)
+class TrainingEvent:
+    """A valid interaction as the learner receives it: the event, its user context and its source."""
+
+    interaction: Interaction
+    history: tuple[str, ...]
+    seen: frozenset[str]
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int  # the Kafka record's timestamp: when the event entered the system
+
+
+def next_offsets(events: Sequence[EventT]) -> dict[tuple[str, int], int]:
+    """The offset after the last event of each partition in ``events``: what the batch covers."""
+    positions: dict[tuple[str, int], int] = {}
+    for event in events:
+        message = event.message
+        tp = (message.topic, message.partition)
+        positions[tp] = max(positions.get(tp, 0), message.offset + 1)
+    return positions
+
+
 @dataclass
 class IngestStats:
     """Counters since this process started; served on ``/stats``."""
@@ -100,6 +123,7 @@ class IngestStats:
     applied_catalogue: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
     forwarded_misrouted: int = 0
+    redelivered: int = 0  # re-read after a restart, already in the user state: not applied again
     batches: int = 0
     first_batch_at: float | None = None
     last_batch_at: float | None = None
@@ -115,6 +139,7 @@ class IngestStats:
             "dead_letters": dict(self.dead_letters),
             "dead_letters_total": sum(self.dead_letters.values()),
             "forwarded_misrouted": self.forwarded_misrouted,
+            "redelivered": self.redelivered,
             "batches": self.batches,
             "first_batch_at": self.first_batch_at,
             "last_batch_at": self.last_batch_at,
@@ -138,6 +163,7 @@ class Ingestor:
         partitions: int,
         history_length: int,
         stats: IngestStats,
+        seen_length: int = 1000,
     ) -> None:
         self.user_state = user_state
         self.catalogue = catalogue
@@ -146,9 +172,15 @@ class Ingestor:
         self.limits = limits
         self.partitions = partitions
         self.history_length = history_length
+        self.seen_length = seen_length
         self.stats = stats
 
-    async def interactions(self, events: Sequence[EventT]) -> None:
+    async def interactions(self, events: Sequence[EventT]) -> list[TrainingEvent]:
+        """Apply a batch to the user state; return its valid events, in arrival order, for training.
+
+        Redelivered events (already in the state, see :mod:`stream.user_state`) are returned too,
+        with their rebuilt context: whether the model still needs them is the learner's call.
+        """
         now_ms = int(time.time() * 1000)
         batch = classify(
             events,
@@ -156,12 +188,36 @@ class Ingestor:
             lambda e: e.user_id,
             self.partitions,
         )
+        arrival = {id(event): index for index, event in enumerate(events)}
+        ordered: list[tuple[int, TrainingEvent]] = []
         for user_id, group in batch.valid.items():
+            messages = [event.message for _, event in group]
             with writing_for(group[-1][1]):
-                state = self.user_state.get(user_id)
-                self.user_state[user_id] = apply_interactions(state, (e for e, _ in group), self.history_length)
-        self.stats.applied_interactions += batch.valid_count
+                state, contexts = apply_interactions(
+                    self.user_state.get(user_id),
+                    [interaction for interaction, _ in group],
+                    self.history_length,
+                    self.seen_length,
+                    [(m.topic, m.offset) for m in messages],
+                )
+                self.user_state[user_id] = state
+            for (interaction, event), context, message in zip(group, contexts, messages, strict=True):
+                if context.redelivered:
+                    self.stats.redelivered += 1
+                else:
+                    self.stats.applied_interactions += 1
+                ordered.append(
+                    (
+                        arrival[id(event)],
+                        TrainingEvent(
+                            interaction, context.history, context.seen, message.topic, message.partition,
+                            message.offset, int(message.timestamp * 1000),
+                        ),
+                    )
+                )  # fmt: skip
         await self._finish(events, batch)
+        ordered.sort(key=lambda pair: pair[0])
+        return [training_event for _, training_event in ordered]
 
     async def catalogue_items(self, events: Sequence[EventT]) -> None:
         batch = classify(
@@ -175,6 +231,7 @@ class Ingestor:
         await self._finish(events, batch)
 
     async def _finish(self, events: Sequence[EventT], batch: Batch[Any]) -> None:
+        """Dead letters and forwards, each confirmed by the broker; then count the batch as handled."""
         pending = []
         now_ms = int(time.time() * 1000)
         for event, error in batch.invalid:

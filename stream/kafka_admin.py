@@ -63,6 +63,14 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         # The catalogue is state, not history: keep the latest entry per item forever.
         TopicSpec(settings.topic_catalogue, n, rf, {"cleanup.policy": "compact"}),
         TopicSpec(settings.topic_dead_letters, n, rf, {"retention.ms": str(settings.dead_letter_retention_ms)}),
+        # Latest vector per entity; append time makes record.timestamp the moment it was published.
+        TopicSpec(
+            settings.topic_embeddings,
+            n,
+            rf,
+            {"cleanup.policy": "compact", "message.timestamp.type": "LogAppendTime"},
+            co_partitioned=False,
+        ),
     ]
 
 
@@ -155,3 +163,35 @@ async def _reachable(bootstrap: str, timeout_s: float) -> bool:
 def cluster_reachable(bootstrap: str, timeout_s: float = 5.0) -> bool:
     """True when a broker at ``bootstrap`` answers a metadata request."""
     return asyncio.run(_reachable(bootstrap, timeout_s))
+
+
+async def read_topic(bootstrap: str, topic: str, last: int | None = None) -> list[Any]:
+    """Every record now in ``topic`` (or the newest ``last`` per partition), partition by partition.
+
+    Reads up to the end offsets taken at the start, so it returns even while producers write.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await start_client(consumer, bootstrap)
+    try:
+        tps = await topic_partitions(consumer, topic)
+        if not tps:
+            return []
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        starts = await consumer.beginning_offsets(tps)
+        records: list[Any] = []
+        for tp in tps:
+            first = starts[tp] if last is None else max(starts[tp], ends[tp] - last)
+            if first >= ends[tp]:
+                continue
+            consumer.seek(tp, first)
+            next_offset = first
+            while next_offset < ends[tp]:
+                batch = await consumer.getmany(tp, timeout_ms=1000)
+                for record in batch.get(tp, []):
+                    next_offset = record.offset + 1
+                    if record.offset < ends[tp]:
+                        records.append(record)
+        return records
+    finally:
+        await consumer.stop()

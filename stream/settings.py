@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     topic_purchases: str = "streamrec.purchases"
     topic_catalogue: str = "streamrec.catalogue"
     topic_dead_letters: str = "streamrec.dead-letters"
+    topic_embeddings: str = "streamrec.embeddings"
     topic_partitions: int = Field(default=4, ge=1)
     topic_replication_factor: int = Field(default=1, ge=1)
     dead_letter_retention_ms: int = 14 * 24 * 3600 * 1000
@@ -54,6 +55,9 @@ class Settings(BaseSettings):
     app_id: str = "streamrec"
     store: Literal["auto", "rocksdb", "memory"] = "auto"
     history_length: int = Field(default=50, ge=1, description="Interactions kept per user.")
+    seen_length: int = Field(
+        default=1000, ge=1, description="Distinct items remembered per user (excluded from recommendations)."
+    )
     batch_size: int = Field(default=1000, ge=1, description="Micro-batch size for agents.")
     batch_within_s: float = Field(default=0.2, gt=0, description="Max wait to fill a batch.")
     max_poll_records: int = Field(default=5000, ge=1, description="Records per fetch from Kafka.")
@@ -61,6 +65,33 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=1, le=65535)
     log_level: str = "info"
+
+    # --- Training (see models/recommender.py for what each knob does) --------------------------
+    train: bool = Field(default=True, description="Train the recommender in the stream worker.")
+    model_dim: int = Field(default=64, ge=1)
+    model_history_length: int = Field(default=20, ge=1, description="History items the user tower reads.")
+    model_num_negatives: int = Field(default=128, ge=1)
+    model_replay_capacity: int = Field(default=50_000, ge=1)
+    model_user_min_count: int = Field(default=1, ge=1, description="Sightings before a user gets its own row.")
+    model_item_min_count: int = Field(default=1, ge=1, description="Sightings before an item gets its own row.")
+    model_ttl_s: float | None = Field(default=None, gt=0, description="Expire ids idle this long (event time).")
+    model_seed: int = 0
+    baselines: str = Field(default="most_popular,biased_mf,funk_mf", description="Comma-separated; empty for none.")
+    evaluation_window: int = Field(default=1000, ge=1, description="Events in the rolling metrics.")
+    torch_threads: int = Field(
+        default=1, ge=1, description="Intra-op threads for training (the event loop needs a core)."
+    )
+    gil_switch_interval_s: float = Field(default=0.001, gt=0, description="sys.setswitchinterval in the worker.")
+    checkpoint_interval_s: float = Field(default=30.0, ge=0, description="0 checkpoints after every batch.")
+    checkpoint_keep: int = Field(default=3, ge=1)
+
+    # --- Refreshed embeddings ----------------------------------------------------------------
+    embedding_encoding: Literal["json", "binary"] = "binary"
+    embedding_change_threshold: float = Field(
+        default=0.05, ge=0, description="Relative L2 move that triggers a republish."
+    )
+    embedding_max_per_s: float = Field(default=20_000, gt=0, description="Records per second, at most.")
+    embedding_flush_interval_s: float = Field(default=0.25, gt=0)
 
     # --- Validation limits -----------------------------------------------------------------
     max_event_bytes: int = Field(default=64 * 1024, ge=256)
@@ -90,6 +121,14 @@ class Settings(BaseSettings):
     @property
     def min_event_ms(self) -> int:
         return int(self.min_event_time.timestamp() * 1000)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.state_dir / "checkpoints"
+
+    @property
+    def baseline_names(self) -> list[str]:
+        return [name.strip() for name in self.baselines.split(",") if name.strip()]
 
     @property
     def web_url(self) -> str:

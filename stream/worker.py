@@ -33,11 +33,18 @@ def run_stream_worker(settings: Settings) -> None:
 
     from stream.app import build_app
     from stream.kafka_admin import ensure_topics
+    from stream.learner import Learner
 
     # Topics first, with the configured partition count, before Faust or a producer can auto-create them.
     asyncio.run(ensure_topics(settings))
     settings.state_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
-    built = build_app(settings)
+    # The model is restored before Faust starts, so the first assignment can rewind to its offsets.
+    learner = Learner.from_settings(settings) if settings.train else None
+    # The training thread runs many short torch calls that each take the GIL back; with the default
+    # 5 ms switch interval every re-take waits for the busy consumer loop (a convoy). 1 ms: measured
+    # in bench/quality.py, training samples/s in the worker rise more than the loop loses.
+    sys.setswitchinterval(settings.gil_switch_interval_s)
+    built = build_app(settings, learner)
     worker = faust.Worker(built.app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()
 

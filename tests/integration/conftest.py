@@ -8,11 +8,14 @@ own topics and application id, so tests never see each other's events or consume
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -76,11 +79,13 @@ def app_settings(broker: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
         "topic_purchases": f"{prefix}.purchases",
         "topic_catalogue": f"{prefix}.catalogue",
         "topic_dead_letters": f"{prefix}.dead-letters",
+        "topic_embeddings": f"{prefix}.embeddings",
         "topic_partitions": 4,
         "state_dir": tmp_path / "state",
         "web_port": free_port(),
         "batch_within_s": 0.1,
         "log_level": "warning",
+        "baselines": "",  # the training tests turn them on
     }
 
 
@@ -98,6 +103,20 @@ class Worker(WorkerProcess):
 
     def get(self, path: str) -> tuple[int, Any]:
         return self.get_json(path)
+
+    def post(self, path: str, timeout_s: float = 60) -> tuple[int, Any]:
+        request = urllib.request.Request(self.settings.web_url + path, method="POST", data=b"")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"null")
+
+    def kill(self) -> None:
+        """``kill -9``: no shutdown handlers, no final commit or checkpoint."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
 
     def wait_for(self, condition: Callable[[dict[str, Any]], bool], timeout_s: float = 90) -> dict[str, Any]:
         """Poll ``/stats?totals=1`` until ``condition`` holds; fail with the last stats otherwise."""

@@ -8,8 +8,10 @@ from models.evaluation import (
     LONG_TAIL,
     PopularityTracker,
     PrequentialEvaluator,
+    RollingMean,
     metrics_for_rank,
     rank_of_target,
+    ranks_of_targets,
     slices_for,
 )
 
@@ -67,3 +69,39 @@ def test_slices_use_what_was_known_before_the_event():
     assert slices_for(0, "niche", popularity) == [COLD_USER, LONG_TAIL]
     assert slices_for(4, "hit", popularity) == [COLD_USER]
     assert slices_for(5, "hit", popularity) == []
+
+
+def test_batch_ranks_equal_one_at_a_time_ranks():
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 5, size=(40, 30)).astype(float)  # small integers: many ties
+    targets = rng.integers(0, 30, size=40)
+    excluded = [rng.choice(30, size=int(rng.integers(0, 10)), replace=False) for _ in range(40)]
+    candidates = np.ones_like(scores, dtype=bool)
+    for b, ex in enumerate(excluded):
+        candidates[b, ex] = False
+    batch = ranks_of_targets(scores, targets, candidates)
+    single = [rank_of_target(scores[b], int(targets[b]), excluded[b]) for b in range(40)]
+    assert batch.tolist() == single
+
+
+def test_rolling_mean_keeps_the_last_window_values_across_wraparound():
+    rolling = RollingMean(window=4)
+    rolling.update_many(np.array([1.0, 2.0, 3.0]))
+    assert rolling.get() == pytest.approx(2.0)
+    rolling.update_many(np.array([4.0, 5.0, 6.0]))  # wraps: keeps 3, 4, 5, 6
+    assert rolling.get() == pytest.approx(4.5)
+    rolling.update_many(np.arange(10.0))  # longer than the window: keeps 6..9
+    assert rolling.get() == pytest.approx(7.5)
+
+
+def test_update_many_matches_update_one_by_one():
+    ranks = np.array([1, 4, 12, 30, 2])
+    cold = np.array([True, False, True, False, False])
+    one, many = PrequentialEvaluator(window=3), PrequentialEvaluator(window=3)
+    for rank, is_cold in zip(ranks, cold, strict=True):
+        one.update(int(rank), [COLD_USER] if is_cold else [])
+    many.update_many(ranks, {COLD_USER: cold})
+    assert one.report().keys() == many.report().keys()
+    for name, row in one.report().items():
+        assert row == pytest.approx(many.report()[name])
+    assert many.count(COLD_USER) == 2

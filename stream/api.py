@@ -1,0 +1,164 @@
+"""HTTP API on the Faust web server: health, counters, entities, recommendations, the model.
+
+Routes (all JSON):
+
+* ``GET /health`` – liveness.
+* ``GET /stats`` – ingestion counters and table sizes (``?totals=1`` adds the events in user state).
+* ``GET /users/{user_id}``, ``GET /items/{item_id}`` – one table entry, 404 if unknown.
+* ``GET /recommend/{user_id}?k=20`` – top-k items the user has not interacted with; users the model
+  cannot personalise get popular items with ``"fallback": "popular"``.
+* ``GET /similar/{item_id}?k=20`` – items closest to one item (cosine of the item-tower vectors).
+* ``GET /model`` – training progress, checkpoints, vocabulary memory, publishing and the
+  prequential metrics of the model and every baseline.
+* ``GET /embeddings/{kind}/{id}`` – the vector the embeddings topic would carry for it now.
+* ``POST /embeddings/snapshot`` – publish every entity's current vector.
+
+Bad parameters get 400 with a message; unknown ids get 404. Routes keyed by user are routed to the
+worker that owns the user's partition (``table_route``), so any worker answers any user.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+
+from models.serving import parse_k, recommend_for
+from stream.ingest import IngestStats
+from stream.learner import Learner
+from stream.publisher import EmbeddingPublisher
+from stream.user_state import history_items, seen_items
+
+
+def register_views(
+    app: faust.App,
+    stats: IngestStats,
+    user_state: faust.Table,
+    catalogue: faust.Table,
+    learner: Learner | None,
+    publisher: EmbeddingPublisher | None,
+) -> None:
+    @app.page("/health")
+    class Health(View):
+        async def get(self, request: Request) -> Response:
+            return self.json({"status": "ok", "time": time.time()})
+
+    @app.page("/stats")
+    class Stats(View):
+        """Process counters plus table sizes (the tables' local partitions)."""
+
+        async def get(self, request: Request) -> Response:
+            body: dict[str, Any] = stats.as_dict()
+            body["users"] = len(user_state)
+            body["items"] = len(catalogue)
+            if learner is not None:
+                body["trained"] = learner.stats.trained
+                body["model_version"] = learner.model.version
+            if request.query.get("totals"):
+                # Survives restarts: the sum of per-user counters recovered from the changelog.
+                body["user_state_events_total"] = sum(state["events"] for state in user_state.values() if state)
+            return self.json(body)
+
+    _register_entity_view(app, user_state, "users", "user_id")
+    _register_entity_view(app, catalogue, "items", "item_id")
+    if learner is None:
+        return
+    guarded = learner.guarded
+
+    def popular(k: int, exclude: Collection[str]) -> list[tuple[str, float]]:
+        trending, now_s = learner.trending, learner.latest_event_s
+        return [(item, trending.score(item, now_s)) for item in trending.top(k, exclude)]
+
+    class Recommend(View):
+        @app.table_route(table=user_state, match_info="user_id")
+        async def get(self, request: Request, user_id: str) -> Response:
+            try:
+                k = parse_k(request.query.get("k"))
+            except ValueError as error:
+                return self.json({"error": str(error)}, status=400)
+            state = user_state.get(user_id)
+            history, seen = history_items(state), seen_items(state)
+            found = await guarded.read(recommend_for, guarded.model, user_id, history, seen, k, popular)
+            return self.json(
+                {
+                    "user_id": user_id,
+                    "k": k,
+                    "items": [{"item_id": item, "score": score} for item, score in found.items],
+                    "fallback": found.fallback,
+                    "model_version": found.model_version,
+                }
+            )
+
+    app.page("/recommend/{user_id}")(Recommend)
+
+    @app.page("/similar/{item_id}")
+    class Similar(View):
+        async def get(self, request: Request, item_id: str) -> Response:
+            try:
+                k = parse_k(request.query.get("k"))
+            except ValueError as error:
+                return self.json({"error": str(error)}, status=400)
+            try:
+                found = await guarded.read(guarded.model.similar, item_id, k)
+            except KeyError:
+                return self.json({"error": f"unknown item {item_id!r}"}, status=404)
+            items = [{"item_id": item, "similarity": score} for item, score in found]
+            return self.json({"item_id": item_id, "k": k, "items": items, "model_version": guarded.model.version})
+
+    @app.page("/model")
+    class Model(View):
+        async def get(self, request: Request) -> Response:
+            body = await learner.report()
+            if publisher is not None:
+                body["embeddings"] = publisher.stats.as_dict() | {"pending": len(publisher.pending)}
+            return self.json(body)
+
+    @app.page("/embeddings/{kind}/{entity_id}")
+    class Embedding(View):
+        async def get(self, request: Request, kind: str, entity_id: str) -> Response:
+            if kind not in ("users", "items"):
+                return self.json({"error": f"kind must be 'users' or 'items', got {kind!r}"}, status=400)
+            if kind == "items":
+                if entity_id not in guarded.model.items:
+                    return self.json({"error": f"unknown item {entity_id!r}"}, status=404)
+                vector = await guarded.read(guarded.model.item_embeddings, [entity_id])
+            else:
+                state = user_state.get(entity_id)
+                if state is None:
+                    return self.json({"error": f"unknown user {entity_id!r}"}, status=404)
+                vector = await guarded.read(guarded.model.user_embeddings, [entity_id], [history_items(state)])
+            return self.json(
+                {
+                    "id": entity_id,
+                    "kind": kind[:-1],
+                    "vector": vector[0].tolist(),
+                    "model_version": guarded.model.version,
+                }
+            )
+
+    @app.page("/embeddings/snapshot")
+    class Snapshot(View):
+        async def post(self, request: Request) -> Response:
+            if publisher is None:
+                return self.json({"error": "embedding publishing is disabled"}, status=409)
+            sent = await publisher.snapshot()
+            return self.json({"published": sent, "model_version": guarded.model.version})
+
+
+def _register_entity_view(app: faust.App, table: faust.Table, plural: str, id_field: str) -> None:
+    """``GET /<plural>/{id}``: one table entry, routed to the worker that owns its partition."""
+
+    class EntityView(View):
+        @app.table_route(table=table, match_info=id_field)
+        async def get(self, request: Request, **match: str) -> Response:
+            entity_id = match[id_field]
+            entry = table.get(entity_id)
+            if entry is None:
+                return self.json({"error": f"unknown {plural[:-1]} {entity_id!r}"}, status=404)
+            return self.json({id_field: entity_id, **entry})
+
+    EntityView.__name__ = f"{plural.title()}View"
+    app.page(f"/{plural}/{{{id_field}}}")(EntityView)

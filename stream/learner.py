@@ -1,0 +1,274 @@
+"""Training inside the stream worker: test-then-train every micro-batch, checkpoint, rewind after a crash.
+
+:class:`Learner` is the thin async shell around :class:`models.training.OnlineTrainer`. The
+ingestion agent hands it each micro-batch of valid events, each with the user's history from just
+before it (:mod:`stream.user_state`), and waits for the step before the batch is acknowledged.
+
+Exactly-once training across crashes, without transactions
+---------------------------------------------------------
+The model remembers, per source partition, the offset up to which it has trained
+(``trained``); checkpoints store those offsets with the weights. Faust commits offsets on its own
+schedule (every second), checkpoints are rarer, so after a crash the committed offsets are usually
+*ahead* of the checkpoint. On every partition assignment the worker therefore seeks each
+interaction partition back to the restored model's offset (:meth:`Learner.rewind`). The events
+between the two are read again: the user state recognises them as already applied (its per-topic
+``applied`` offsets) and does not apply them twice; the model, which lost them with the crash,
+trains on them once more. Events below ``trained`` (a checkpoint written after the last commit)
+are not trained again. So every event is in the user state once and in the model's lineage once;
+what a crash costs is re-reading at most ``checkpoint_interval_s`` of events.
+
+The model is shared with the publisher and the HTTP views; :class:`GuardedModel` serialises them
+with one asyncio lock, and the step itself runs in a thread so the event loop keeps consuming.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from models.baselines import DecayedPopularity, default_baselines
+from models.checkpoint import Checkpoint, CheckpointError, load_latest, save_checkpoint
+from models.recommender import Recommender, RecommenderConfig
+from models.training import RECOMMENDER, Observation, OnlineTrainer, StepReport
+from stream.baseline_process import BaselineProcess
+from stream.ingest import TrainingEvent
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Offsets = dict[str, dict[int, int]]  # topic -> partition -> next offset (the checkpoint format)
+
+
+class GuardedModel:
+    """The worker's one model and the lock that every writer (training) and reader takes."""
+
+    def __init__(self, model: Recommender) -> None:
+        self.model = model
+        self.lock = asyncio.Lock()
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` under the lock, inline: for small reads such as one recommendation."""
+        async with self.lock:
+            return fn(*args)
+
+
+def recommender_config(settings: Settings) -> RecommenderConfig:
+    return RecommenderConfig(
+        dim=settings.model_dim,
+        history_length=settings.model_history_length,
+        num_negatives=settings.model_num_negatives,
+        replay_capacity=settings.model_replay_capacity,
+        user_min_count=settings.model_user_min_count,
+        item_min_count=settings.model_item_min_count,
+        ttl_s=settings.model_ttl_s,
+        seed=settings.model_seed,
+    )
+
+
+def make_trainer(settings: Settings, model: Recommender) -> OnlineTrainer:
+    """The recommender's trainer, with the configured baselines in their own process."""
+    names = settings.baseline_names
+    unknown = set(names) - set(default_baselines())
+    if unknown:
+        raise ValueError(f"unknown baselines {sorted(unknown)}; choose from {sorted(default_baselines())}")
+    sink = BaselineProcess(names, settings.model_seed, settings.evaluation_window) if names else None
+    return OnlineTrainer(model, baseline_sink=sink, window=settings.evaluation_window)
+
+
+@dataclass
+class LearnerStats:
+    steps: int = 0
+    trained: int = 0
+    skipped_already_trained: int = 0
+    evaluated: int = 0
+    drift_alarms: int = 0
+    last_loss: float = 0.0
+    train_seconds: float = 0.0
+    checkpoints: int = 0
+    checkpoint_errors: int = 0
+    last_checkpoint_at: float | None = None
+    last_checkpoint_path: str | None = None
+    restored_from: str | None = None
+    rewound: dict[str, int] = field(default_factory=dict)  # "topic:partition" -> events re-read
+
+
+class Learner:
+    def __init__(self, settings: Settings, checkpoint: Checkpoint | None = None) -> None:
+        self.settings = settings
+        torch.set_num_threads(settings.torch_threads)
+        model = checkpoint.model if checkpoint else Recommender(recommender_config(settings))
+        self.guarded = GuardedModel(model)
+        self.trainer = make_trainer(settings, model)
+        # Serving's fallback for users the model cannot personalise: recency-decayed popularity.
+        self.trending = DecayedPopularity(half_life_s=7 * 86_400.0)
+        self.latest_event_s = 0.0  # event time of the newest event trained on
+        self.trained: dict[tuple[str, int], int] = {}
+        self.stats = LearnerStats()
+        self.on_step: list[Callable[[Sequence[TrainingEvent], StepReport], Any]] = []
+        self._saving: asyncio.Task[None] | None = None
+        self._last_checkpoint = time.monotonic()
+        if checkpoint is not None:
+            self.trained = {(t, p): o for t, parts in checkpoint.offsets.items() for p, o in parts.items()}
+            self.stats.restored_from = str(checkpoint.path)
+            log.info(
+                "resumed model version %d (%d samples) from %s", model.version, model.samples_trained, checkpoint.path
+            )
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Learner:
+        return cls(settings, load_latest(settings.checkpoint_dir))
+
+    @property
+    def model(self) -> Recommender:
+        return self.guarded.model
+
+    # --- training --------------------------------------------------------------------------------
+    async def learn(self, events: Sequence[TrainingEvent], positions: dict[tuple[str, int], int]) -> StepReport:
+        """Test-then-train on ``events``; ``positions`` is the next offset per partition of the whole batch.
+
+        Shielded: if the agent is cancelled (shutdown) while the step runs in its thread, the step
+        still finishes and records its offsets before anything else may touch the model.
+        """
+        return await asyncio.shield(asyncio.ensure_future(self._learn(events, positions)))
+
+    async def _learn(self, events: Sequence[TrainingEvent], positions: dict[tuple[str, int], int]) -> StepReport:
+        fresh = [e for e in events if e.offset >= self.trained.get((e.topic, e.partition), 0)]
+        observations = [Observation(e.interaction, e.history, e.seen) for e in fresh]
+        async with self.guarded.lock:
+            started = time.perf_counter()
+            report = await asyncio.to_thread(self._step, observations)
+            self.stats.train_seconds += time.perf_counter() - started
+            for tp, next_offset in positions.items():
+                self.trained[tp] = max(self.trained.get(tp, 0), next_offset)
+        self.stats.steps += 1
+        self.stats.trained += report.trained
+        self.stats.skipped_already_trained += len(events) - len(fresh)
+        self.stats.evaluated += report.evaluated
+        self.stats.drift_alarms += int(report.drift_alarm)
+        self.stats.last_loss = report.loss
+        for callback in self.on_step:
+            callback(fresh, report)
+        return report
+
+    def _step(self, observations: list[Observation]) -> StepReport:
+        report = self.trainer.step(observations)
+        for o in observations:
+            self.trending.learn_one(o.event.user_id, o.event.item_id, o.event.ts / 1000.0)
+            self.latest_event_s = max(self.latest_event_s, o.event.ts / 1000.0)
+        return report
+
+    # --- checkpoints -----------------------------------------------------------------------------
+    def checkpoint_due(self) -> bool:
+        return time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval_s
+
+    async def checkpoint(self, wait: bool = False) -> None:
+        """Snapshot the model under the lock, then write it in a thread while training goes on.
+
+        One write at a time: if the previous one is still running, this one is skipped (unless
+        ``wait``, as at shutdown, which waits for it and writes a fresh one).
+        """
+        if self._saving is not None and not self._saving.done():
+            if not wait:
+                return
+            await self._saving
+        async with self.guarded.lock:
+            state = await asyncio.to_thread(self.model.state_dict)
+            offsets = self._offsets()
+        self._last_checkpoint = time.monotonic()
+        self._saving = asyncio.ensure_future(asyncio.to_thread(self._write, state, offsets))
+        if wait:
+            await self._saving
+
+    def _offsets(self) -> Offsets:
+        offsets: Offsets = {}
+        for (topic, partition), offset in self.trained.items():
+            offsets.setdefault(topic, {})[partition] = offset
+        return offsets
+
+    def _write(self, state: dict[str, Any], offsets: Offsets) -> None:
+        directory: Path = self.settings.checkpoint_dir
+        try:
+            path = save_checkpoint(state, directory, offsets, keep=self.settings.checkpoint_keep)
+        except CheckpointError as error:
+            # Training goes on: the previous checkpoints are intact, and the next attempt may succeed.
+            self.stats.checkpoint_errors += 1
+            log.error("%s", error)
+            return
+        self.stats.checkpoints += 1
+        self.stats.last_checkpoint_at = time.time()
+        self.stats.last_checkpoint_path = str(path)
+
+    # --- partition assignment ----------------------------------------------------------------------
+    async def rewind(self, consumer: Any, topics: Sequence[str]) -> None:
+        """After Faust seeks to the committed offsets: seek back to what the model has trained on.
+
+        Partitions the model has never seen start where the group starts (committed, else the
+        earliest offset); they are recorded and checkpointed at once, so that a crash before the
+        first periodic checkpoint still re-reads from there.
+        """
+        assigned = [tp for tp in consumer.assignment() if tp.topic in topics]
+        if not assigned:
+            return
+        committed = await consumer.seek_to_committed()
+        ends = await consumer.highwaters(*assigned)
+        new: list[Any] = []
+        for tp in assigned:
+            trained = self.trained.get((tp.topic, tp.partition))
+            position = committed.get(tp)
+            if trained is not None and trained > ends.get(tp, trained):
+                # The log is shorter than the checkpoint says: the topic was recreated or truncated.
+                log.warning(
+                    "checkpoint offset %d for %s:%d is past the end of the log (%d): the topic was "
+                    "recreated; training from where the consumer group starts",
+                    trained, tp.topic, tp.partition, ends[tp],
+                )  # fmt: skip
+                trained = None
+            if trained is None:
+                new.append(tp)
+            elif position is not None and position > trained:
+                log.info("rewinding %s:%d from %d to %d (trained by the checkpoint)", *tp, position, trained)
+                self.stats.rewound[f"{tp.topic}:{tp.partition}"] = position - trained
+                await consumer.seek(tp, trained)
+        if new:
+            earliest = await consumer.earliest_offsets(*new)
+            for tp in new:
+                position = committed.get(tp)
+                start = position if position is not None and position >= 0 else earliest.get(tp, 0)
+                self.trained[(tp.topic, tp.partition)] = start
+            await self.checkpoint(wait=True)
+
+    async def report(self) -> dict[str, Any]:
+        """What ``GET /model`` shows: progress, checkpoints, memory and the prequential table.
+
+        The baselines' part is asked for outside the model lock: it waits for their process to
+        finish every batch sent so far.
+        """
+        async with self.guarded.lock:
+            model = self.model
+            body = {
+                "version": model.version,
+                "samples_trained": model.samples_trained,
+                "stats": dict(vars(self.stats)),
+                "trained_offsets": {f"{t}:{p}": o for (t, p), o in sorted(self.trained.items())},
+                "memory": model.memory_report(),
+                "drift": {"alarms": self.trainer.drift.alarms, "loss_estimate": self.trainer.drift.estimate},
+                "unrankable": self.trainer.unrankable,
+                "metrics": {RECOMMENDER: self.trainer.evaluator.report()},
+            }
+        sink = self.trainer.baseline_sink
+        if sink is not None:
+            body["metrics"].update(await asyncio.to_thread(sink.table))
+            body["baselines_failed"] = getattr(sink, "failed", None)
+        return body
+
+    def close(self) -> None:
+        sink = self.trainer.baseline_sink
+        if isinstance(sink, BaselineProcess):
+            sink.close()
