@@ -23,10 +23,8 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -36,6 +34,7 @@ from aiokafka import AIOKafkaConsumer
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import bench_env  # noqa: E402
 from stream.contract import InvalidEvent, Limits, parse_interaction  # noqa: E402
 from stream.datasets import load_ml100k  # noqa: E402
 from stream.kafka_admin import ensure_topics  # noqa: E402
@@ -44,12 +43,6 @@ from stream.replay import replay  # noqa: E402
 from stream.settings import Settings  # noqa: E402
 from stream.user_state import apply_interactions  # noqa: E402
 from stream.worker import WorkerProcess  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def raw_loop(settings: Settings, total: int, same_work: bool) -> float:
@@ -136,21 +129,8 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     args = parser.parse_args()
 
-    tag = uuid.uuid4().hex[:6]
-    env = {
-        "STREAMREC_STATE_DIR": tempfile.mkdtemp(prefix="streamrec-bench-"),
-        "STREAMREC_LOCAL_KAFKA_PORT": str(free_port()),
-        "STREAMREC_LOCAL_KAFKA_CONTROLLER_PORT": str(free_port()),
-        "STREAMREC_WEB_PORT": str(free_port()),
-        "STREAMREC_APP_ID": f"bench-{tag}",
-        "STREAMREC_TOPIC_CLICKS": f"bench-{tag}.clicks",
-        "STREAMREC_TOPIC_PURCHASES": f"bench-{tag}.purchases",
-        "STREAMREC_TOPIC_CATALOGUE": f"bench-{tag}.catalogue",
-        "STREAMREC_TOPIC_DEAD_LETTERS": f"bench-{tag}.dead-letters",
-        "STREAMREC_TOPIC_PARTITIONS": str(args.partitions),
-        "STREAMREC_LOG_LEVEL": "warning",
-        "PYTHONUNBUFFERED": "1",
-    }
+    # Ingestion alone: training has its own benchmark (bench/quality.py).
+    env = bench_env(args.partitions, train="false")
     os.environ.update(env)
     settings = Settings()
     broker = LocalKafka(settings) if settings.uses_embedded_kafka else None
