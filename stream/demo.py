@@ -95,6 +95,8 @@ async def run_demo(
             ok = await _replay_and_check(
                 session, settings, dataset, pacing, limit, before, worker, drain_timeout_s, out
             )
+            if ok and settings.train:
+                await _report_training(session, settings, drain_timeout_s, out)
             if keep_running:
                 print("Keeping the broker and worker running; press Ctrl-C to stop.", file=out)
                 await asyncio.to_thread(worker.wait)
@@ -176,6 +178,37 @@ async def _replay_and_check(
     else:
         print(f"LOSS: {lost:,} events are unaccounted for; see {worker.log_path}", file=out)
     return lost == 0
+
+
+async def _report_training(session: aiohttp.ClientSession, settings: Settings, timeout_s: float, out: Any) -> None:
+    """Wait until the model has trained on everything in user state, then print its prequential table."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        stats = await fetch_stats(session, settings, totals=True)
+        print(f"\r  training: {stats['trained']:,} samples", end="", file=out, flush=True)
+        if stats["trained"] >= stats["user_state_events_total"]:
+            break
+        await asyncio.sleep(1.0)
+    print(file=out)
+    url = f"{settings.web_url}/model"
+    async with session.get(url, timeout=aiohttp.ClientTimeout(total=300)) as response:
+        model = await response.json()
+    print(
+        f"Model version {model['version']:,}: {model['samples_trained']:,} samples trained; "
+        f"prequential (scored before training, seen items excluded), {model['drift']['alarms']} drift alarms:",
+        file=out,
+    )
+    print(f"  {'model':<14}{'HR@10':>9}{'NDCG@10':>9}{'scored':>9}", file=out)
+    for name, table in model["metrics"].items():
+        overall = table.get("overall", {})
+        print(f"  {name:<14}{overall.get('hr@10', 0):>9.4f}{overall.get('ndcg@10', 0):>9.4f}{overall.get('n', 0):>9,}",
+              file=out)  # fmt: skip
+    published = model.get("embeddings", {})
+    print(
+        f"Embeddings published: {published.get('published_users', 0):,} user and "
+        f"{published.get('published_items', 0):,} item records to {settings.topic_embeddings}.",
+        file=out,
+    )
 
 
 class _Rate:

@@ -32,6 +32,8 @@ def test_demo_replays_ml100k_with_zero_loss(app_settings):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Summary: 20,000 interactions in → 20,000 in user state + 0 dead letters; lost: 0." in done.stdout
     assert "Zero loss" in done.stdout
+    assert "20,000 samples trained" in done.stdout  # the model trained on every event
+    assert "Embeddings published:" in done.stdout
     assert "Stream worker stopped (exit code 0)." in done.stdout
 
 
