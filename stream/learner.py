@@ -24,6 +24,7 @@ with one asyncio lock, and the step itself runs in a thread so the event loop ke
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -103,6 +104,9 @@ class Learner:
     def __init__(self, settings: Settings, checkpoint: Checkpoint | None = None) -> None:
         self.settings = settings
         torch.set_num_threads(settings.torch_threads)
+        # torch's optimisers import torch._dynamo on their first step (about 3 s here): pay it now,
+        # before the first batch, not as latency on the first events.
+        importlib.import_module("torch._dynamo")
         model = checkpoint.model if checkpoint else Recommender(recommender_config(settings))
         self.guarded = GuardedModel(model)
         self.trainer = make_trainer(settings, model)
