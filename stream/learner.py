@@ -2,7 +2,8 @@
 
 :class:`Learner` is the thin async shell around :class:`models.training.OnlineTrainer`. The
 ingestion agent hands it each micro-batch of valid events, each with the user's history from just
-before it (:mod:`stream.user_state`), and waits for the step before the batch is acknowledged.
+before it (:mod:`stream.user_state`); one step is in flight while the next batch is ingested, so
+the learner's own offsets (not Faust's commits) say what the model has trained on.
 
 Exactly-once training across crashes, without transactions
 ---------------------------------------------------------

@@ -81,7 +81,6 @@ class Settings(BaseSettings):
     torch_threads: int = Field(
         default=1, ge=1, description="Intra-op threads for training (the event loop needs a core)."
     )
-    gil_switch_interval_s: float = Field(default=0.001, gt=0, description="sys.setswitchinterval in the worker.")
     checkpoint_interval_s: float = Field(default=30.0, ge=0, description="0 checkpoints after every batch.")
     checkpoint_keep: int = Field(default=3, ge=1)
 

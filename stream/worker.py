@@ -40,10 +40,6 @@ def run_stream_worker(settings: Settings) -> None:
     settings.state_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     # The model is restored before Faust starts, so the first assignment can rewind to its offsets.
     learner = Learner.from_settings(settings) if settings.train else None
-    # The training thread runs many short torch calls that each take the GIL back; with the default
-    # 5 ms switch interval every re-take waits for the busy consumer loop (a convoy). 1 ms: measured
-    # in bench/quality.py, training samples/s in the worker rise more than the loop loses.
-    sys.setswitchinterval(settings.gil_switch_interval_s)
     built = build_app(settings, learner)
     worker = faust.Worker(built.app, loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()
