@@ -20,7 +20,6 @@ from typing import Any
 
 import faust
 
-from models.training import StepReport
 from stream.api import register_views
 from stream.contract import Limits
 from stream.ingest import Ingestor, IngestStats, TrainingEvent, next_offsets
@@ -129,8 +128,9 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
     async def train_and_publish(training_events: list[TrainingEvent], positions: dict[tuple[str, int], int]) -> None:
         assert learner is not None and publisher is not None
         report = await learner.learn(training_events, positions)
+        _note_moved(learner, publisher, training_events)
         if report.expired_users or report.expired_items:
-            await publisher.tombstone(publisher.expired(report.expired_users, report.expired_items))
+            await publisher.retire(report.expired_users, report.expired_items)
         await publisher.flush()  # sends; delivery is not awaited here
         if learner.checkpoint_due():
             await learner.checkpoint()
@@ -157,19 +157,19 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
     return StreamApp(app, settings, ingestor, user_state, catalogue, learner, publisher)
 
 
+def _note_moved(learner: Learner, publisher: EmbeddingPublisher, events: Sequence[TrainingEvent]) -> None:
+    """Hand the step's moved users and items to the publisher, with the oldest event behind each."""
+    users, items = learner.model.take_touched()
+    first_event: dict[str, int] = {}
+    for event in events:
+        first_event.setdefault(event.interaction.user_id, event.timestamp_ms)
+    oldest = min(first_event.values(), default=int(time.time() * 1000))
+    # Users the step moved only through replayed samples are refreshed with their next event.
+    publisher.note({u: ts for u, ts in first_event.items() if u in users}, items, oldest)
+
+
 def _wire_training(app: faust.App, settings: Settings, learner: Learner, publisher: EmbeddingPublisher) -> None:
-    """Hooks around the agent: rewind on assignment, pending publishes, final checkpoint on shutdown."""
-
-    def note_step(events: Sequence[TrainingEvent], report: StepReport) -> None:
-        users, items = learner.model.take_touched()
-        first_event: dict[str, int] = {}
-        for event in events:
-            first_event.setdefault(event.interaction.user_id, event.timestamp_ms)
-        oldest = min(first_event.values(), default=int(time.time() * 1000))
-        # Users the step moved only through replayed samples are refreshed with their next event.
-        publisher.note({u: ts for u, ts in first_event.items() if u in users}, items, oldest)
-
-    learner.on_step.append(note_step)
+    """Hooks around the agent: rewind on assignment, a timer for held-back publishes, final checkpoint."""
 
     @app.on_rebalance_complete.connect
     async def hook_rewind(sender: Any, **kwargs: Any) -> None:

@@ -89,8 +89,6 @@ class LearnerStats:
     steps: int = 0
     trained: int = 0
     skipped_already_trained: int = 0
-    evaluated: int = 0
-    drift_alarms: int = 0
     last_loss: float = 0.0
     train_seconds: float = 0.0
     checkpoints: int = 0
@@ -116,7 +114,6 @@ class Learner:
         self.latest_event_s = 0.0  # event time of the newest event trained on
         self.trained: dict[tuple[str, int], int] = {}
         self.stats = LearnerStats()
-        self.on_step: list[Callable[[Sequence[TrainingEvent], StepReport], Any]] = []
         self._saving: asyncio.Task[None] | None = None
         self._last_checkpoint = time.monotonic()
         if checkpoint is not None:
@@ -155,11 +152,7 @@ class Learner:
         self.stats.steps += 1
         self.stats.trained += report.trained
         self.stats.skipped_already_trained += len(events) - len(fresh)
-        self.stats.evaluated += report.evaluated
-        self.stats.drift_alarms += int(report.drift_alarm)
         self.stats.last_loss = report.loss
-        for callback in self.on_step:
-            callback(fresh, report)
         return report
 
     def _step(self, observations: list[Observation]) -> StepReport:

@@ -107,13 +107,14 @@ class EmbeddingPublisher:
         for item_id in items:
             self.pending.setdefault(f"item:{item_id}", items_source_ts_ms)
 
-    def expired(self, users: Iterable[str], items: Iterable[str]) -> list[bytes]:
-        """Keys to tombstone for ids the vocabulary expired (and forget them here)."""
+    async def retire(self, users: Iterable[str], items: Iterable[str]) -> None:
+        """Tombstone ids the vocabulary expired, so compaction removes them, and forget them here."""
         keys = [f"user:{u}" for u in users] + [f"item:{i}" for i in items]
         for key in keys:
             self.pending.pop(key, None)
             self.tracker.forget(key)
-        return [key.encode() for key in keys]
+            await self.send(key=key.encode(), value=None)
+        self.stats.tombstones += len(keys)
 
     # --- sending -----------------------------------------------------------------------------------
     async def flush(self) -> int:
@@ -153,11 +154,6 @@ class EmbeddingPublisher:
                 sent += len(records)
         self.stats.snapshots += 1
         return sent
-
-    async def tombstone(self, keys: list[bytes]) -> None:
-        for key in keys:
-            await self.send(key=key, value=None)
-        self.stats.tombstones += len(keys)
 
     async def _records(
         self, keys: list[str], sources: list[int], only_changed: bool
