@@ -116,6 +116,7 @@ def main() -> None:
         "latency_p99_s": float(np.quantile(lat, 0.99)) if lat.size else None,
         "drift_alarms": model["drift"]["alarms"],
         "unrankable": model["unrankable"],
+        "late": model["late"],
         "metrics": table,
     }
     print(f"machine: {platform.node()} ({os.cpu_count()} cores), Python {platform.python_version()}")
@@ -138,6 +139,7 @@ def main() -> None:
     print(
         f"scored events: overall {sizes[OVERALL]:,}, cold users {sizes[COLD_USER]:,}, "
         f"long tail {sizes[LONG_TAIL]:,}; unrankable (item never seen before) {model['unrankable']:,}; "
+        f"late (read after a later event of the user, not scored) {model['late']:,}; "
         f"drift alarms {model['drift']['alarms']}"
     )
     print(

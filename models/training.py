@@ -17,7 +17,9 @@ granularity, as in the service), so each model's scores for a batch are one matr
 Only events of ``evaluate_types`` are scored. In MovieLens every purchase repeats the click on the
 same item, so scoring purchases too would reward remembering the click. Events whose item the
 recommender has never seen cannot be ranked by an id-based model; they are counted as
-``unrankable`` and left out of the metrics for every model alike.
+``unrankable`` and left out of the metrics for every model alike. So are events that arrived after
+a later event of their user (``late``, see :mod:`stream.user_state`): scoring them would use the
+future.
 """
 
 from __future__ import annotations
@@ -64,12 +66,14 @@ class Observation:
     event: InteractionLike
     history: tuple[str, ...] = ()
     seen: frozenset[str] = frozenset()
+    late: bool = False  # a later event of the user was already known: not scored, only trained on
 
 
 @dataclass
 class StepReport:
     evaluated: int = 0
     unrankable: int = 0
+    late: int = 0
     trained: int = 0
     loss: float = 0.0
     drift_alarm: bool = False
@@ -97,6 +101,7 @@ class OnlineTrainer:
     baseline_sink: BaselineSink | None = None
     evaluator: PrequentialEvaluator = field(init=False)
     unrankable: int = 0
+    late: int = 0
     evaluated: int = 0
     _candidates: set[str] = field(default_factory=set, init=False, repr=False)
 
@@ -133,7 +138,10 @@ class OnlineTrainer:
     def _evaluate(self, batch: Sequence[Observation], report: StepReport) -> EvaluationBatch:
         """Rank each scored event with the recommender; return the protocol for the baselines."""
         protocol = EvaluationBatch([], [], [], {}, {COLD_USER: [], LONG_TAIL: []}, [], [])
-        scored = [(index, o) for index, o in enumerate(batch) if o.event.type in self.evaluate_types]
+        of_type = [(index, o) for index, o in enumerate(batch) if o.event.type in self.evaluate_types]
+        scored = [(index, o) for index, o in of_type if not o.late]
+        report.late = len(of_type) - len(scored)
+        self.late += report.late
         rankable = [(index, o) for index, o in scored if o.event.item_id in self.model.items]
         report.unrankable = len(scored) - len(rankable)
         self.unrankable += report.unrankable

@@ -162,7 +162,8 @@ def _note_moved(learner: Learner, publisher: EmbeddingPublisher, events: Sequenc
     users, items = learner.model.take_touched()
     first_event: dict[str, int] = {}
     for event in events:
-        first_event.setdefault(event.interaction.user_id, event.timestamp_ms)
+        user = event.interaction.user_id
+        first_event[user] = min(first_event.get(user, event.timestamp_ms), event.timestamp_ms)
     oldest = min(first_event.values(), default=int(time.time() * 1000))
     # Users the step moved only through replayed samples are refreshed with their next event.
     publisher.note({u: ts for u, ts in first_event.items() if u in users}, items, oldest)

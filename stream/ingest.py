@@ -28,7 +28,7 @@ from faust.types import EventT
 
 from stream.contract import CatalogueItem, Interaction, InvalidEvent, Limits, parse_catalogue_item, parse_interaction
 from stream.dead_letters import SourcePosition, headers_for
-from stream.user_state import apply_interactions
+from stream.user_state import apply_interactions, event_time_order
 
 E = TypeVar("E", Interaction, CatalogueItem)
 
@@ -101,6 +101,7 @@ class TrainingEvent:
     partition: int
     offset: int
     timestamp_ms: int  # the Kafka record's timestamp: when the event entered the system
+    late: bool = False  # read after a later event of its user: trained on, not scored (see user_state)
 
 
 def next_offsets(events: Sequence[EventT]) -> dict[tuple[str, int], int]:
@@ -176,10 +177,12 @@ class Ingestor:
         self.stats = stats
 
     async def interactions(self, events: Sequence[EventT]) -> list[TrainingEvent]:
-        """Apply a batch to the user state; return its valid events, in arrival order, for training.
+        """Apply a batch to the user state; return its valid events, in event-time order, for training.
 
-        Redelivered events (already in the state, see :mod:`stream.user_state`) are returned too,
-        with their rebuilt context: whether the model still needs them is the learner's call.
+        Each user's events are applied in event-time order (:func:`~stream.user_state.event_time_order`),
+        whatever order the consumer fetched the topics in. Redelivered events (already in the
+        state) are returned too, with their rebuilt context: whether the model still needs them is
+        the learner's call.
         """
         now_ms = int(time.time() * 1000)
         batch = classify(
@@ -189,8 +192,9 @@ class Ingestor:
             self.partitions,
         )
         arrival = {id(event): index for index, event in enumerate(events)}
-        ordered: list[tuple[int, TrainingEvent]] = []
-        for user_id, group in batch.valid.items():
+        ordered: list[tuple[int, int, TrainingEvent]] = []
+        for user_id, arrived in batch.valid.items():
+            group = [arrived[k] for k in event_time_order([interaction for interaction, _ in arrived])]
             messages = [event.message for _, event in group]
             with writing_for(group[-1][1]):
                 state, contexts = apply_interactions(
@@ -208,16 +212,17 @@ class Ingestor:
                     self.stats.applied_interactions += 1
                 ordered.append(
                     (
+                        interaction.ts,
                         arrival[id(event)],
                         TrainingEvent(
                             interaction, context.history, context.seen, message.topic, message.partition,
-                            message.offset, int(message.timestamp * 1000),
+                            message.offset, int(message.timestamp * 1000), context.late,
                         ),
                     )
                 )  # fmt: skip
         await self._finish(events, batch)
-        ordered.sort(key=lambda pair: pair[0])
-        return [training_event for _, training_event in ordered]
+        ordered.sort(key=lambda entry: entry[:2])
+        return [training_event for _, _, training_event in ordered]
 
     async def catalogue_items(self, events: Sequence[EventT]) -> None:
         batch = classify(

@@ -142,7 +142,7 @@ class Learner:
 
     async def _learn(self, events: Sequence[TrainingEvent], positions: dict[tuple[str, int], int]) -> StepReport:
         fresh = [e for e in events if e.offset >= self.trained.get((e.topic, e.partition), 0)]
-        observations = [Observation(e.interaction, e.history, e.seen) for e in fresh]
+        observations = [Observation(e.interaction, e.history, e.seen, e.late) for e in fresh]
         async with self.guarded.lock:
             started = time.perf_counter()
             report = await asyncio.to_thread(self._step, observations)
@@ -258,6 +258,7 @@ class Learner:
                 "memory": model.memory_report(),
                 "drift": {"alarms": self.trainer.drift.alarms, "loss_estimate": self.trainer.drift.estimate},
                 "unrankable": self.trainer.unrankable,
+                "late": self.trainer.late,
                 "metrics": {RECOMMENDER: self.trainer.evaluator.report()},
             }
         sink = self.trainer.baseline_sink

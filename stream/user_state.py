@@ -20,6 +20,15 @@ events on one topic all live in one partition and arrive in offset order, so "of
 the last applied one" means "already in this state"; such a redelivered event is not applied
 again, and its :class:`Context` is rebuilt from the state (it is still trained on if the model
 has not seen it, see :mod:`stream.learner`).
+
+Why ``late``: Kafka orders a user's events within one partition of one topic, not across the
+clicks and purchases topics. A consumer that reads one topic ahead of the other applies some of a
+user's *future* events before older ones. Scoring such an event would let the model (and the
+seen-item exclusions) use what happened after it, so evaluation leaves late events out (they are
+still applied and trained on). An event is late if the state holds an event with a later
+timestamp, or the same item at the same timestamp (a purchase's click read after the purchase).
+In real time this is rare; in a replay compressed a hundred thousand times, a second of skew
+between topics is days of event time.
 """
 
 from __future__ import annotations
@@ -52,6 +61,7 @@ class Context:
     history: tuple[str, ...]  # item ids of the recent entries before the event, oldest first
     seen: frozenset[str]  # items interacted with before this batch; with ``history``, all before the event
     redelivered: bool = False  # the event was already in the state (at-least-once redelivery)
+    late: bool = False  # the state already held a later event of the user (or this one's twin)
 
 
 def empty_state() -> UserState:
@@ -70,10 +80,12 @@ def apply_interactions(
     ``recent`` stays ordered by event time even when events arrive late, and keeps the newest
     ``history_length`` entries, because later stages build sequences from it. A late event's
     history is what came before it in event time. ``positions`` gives each event's source
-    ``(topic, offset)``; events at or below the state's ``applied`` offset are redeliveries.
+    ``(topic, offset)``; events at or below the state's ``applied`` offset (as it was before the
+    batch) are redeliveries, so the events of a batch may be applied in any order.
     """
     new: UserState = empty_state() if state is None else _copy(state)
     recent, applied = new["recent"], new["applied"]
+    applied_before = dict(applied)  # a batch holds each position once: redelivery is relative to the state
     seen = dict.fromkeys(new["seen"])  # insertion-ordered set: O(1) moves to the end
     seen_before = frozenset(seen)  # shared by the batch's contexts; their histories add the rest
     contexts: list[Context] = []
@@ -81,12 +93,14 @@ def apply_interactions(
         entry = [event.ts, event.item_id, event.type]
         if positions is not None:
             topic, offset = positions[index]
-            if offset <= applied.get(topic, -1):
+            if offset <= applied_before.get(topic, -1):
                 contexts.append(Context(_history_of_applied(recent, entry), seen_before, redelivered=True))
                 continue
-            applied[topic] = offset
-        at = len(recent) if not recent or recent[-1][0] <= event.ts else bisect.bisect_right(recent, event.ts, key=_ts)
-        contexts.append(Context(tuple(e[1] for e in recent[:at]), seen_before))
+            applied[topic] = max(offset, applied.get(topic, -1))
+        in_order = not recent or recent[-1][0] <= event.ts
+        at = len(recent) if in_order else bisect.bisect_right(recent, event.ts, key=_ts)
+        late = not in_order or _has_twin(recent, at, event.ts, event.item_id)
+        contexts.append(Context(tuple(e[1] for e in recent[:at]), seen_before, late=late))
         recent.insert(at, entry)
         if len(recent) > history_length:
             del recent[: len(recent) - history_length]
@@ -98,6 +112,23 @@ def apply_interactions(
         new["last_ts"] = max(new["last_ts"], event.ts)
     new["seen"] = list(seen)[-seen_length:]
     return new, contexts
+
+
+# On equal timestamps a click comes before a purchase: a purchase's own click precedes it.
+_TYPE_ORDER = {"click": 0, "purchase": 1}
+
+
+def event_time_order(interactions: Sequence[Interaction]) -> list[int]:
+    """Indices of ``interactions`` in event-time order (stable; clicks before purchases at equal times).
+
+    A micro-batch mixes the clicks and purchases topics in whatever order the consumer fetched
+    them, typically a run of one partition then a run of another. Applying a user's events in
+    event-time order within the batch keeps those runs from making one another late; only skew
+    across batches remains.
+    """
+    return sorted(
+        range(len(interactions)), key=lambda k: (interactions[k].ts, _TYPE_ORDER.get(interactions[k].type, 2))
+    )
 
 
 def history_items(state: UserState | None) -> tuple[str, ...]:
@@ -123,6 +154,16 @@ def _copy(state: UserState) -> UserState:
 
 def _ts(entry: RecentEntry) -> int:
     return entry[0]
+
+
+def _has_twin(recent: list[RecentEntry], at: int, ts: int, item_id: str) -> bool:
+    """Whether an entry at ``ts`` for ``item_id`` sits just before position ``at`` (same-time entries)."""
+    for entry in reversed(recent[:at]):
+        if entry[0] != ts:
+            return False
+        if entry[1] == item_id:
+            return True
+    return False
 
 
 def _history_of_applied(recent: list[RecentEntry], entry: RecentEntry) -> tuple[str, ...]:

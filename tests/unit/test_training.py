@@ -78,3 +78,18 @@ def test_baselines_see_the_same_candidates_as_the_recommender_when_items_expire(
     assert sorted(trainer.baseline_sink.candidates) == sorted(trainer.model.items.ids()) == ["c"]
     # one candidate: the event is ranked first by every model
     assert trainer.table()["popularity"]["overall"]["hr@10"] == 1.0
+
+
+def test_late_events_are_trained_on_but_not_scored_by_any_model():
+    trainer = OnlineTrainer(Recommender(RecommenderConfig(**SMALL)), {"popularity": DecayedPopularity()})
+    trainer.step([Observation(Event(f"u{n}", "hit", "click", 1000 + n)) for n in range(3)])
+    report = trainer.step(
+        [
+            Observation(Event("v", "hit", "click", 500), late=True),
+            Observation(Event("w", "hit", "click", 2000)),
+        ]
+    )
+    assert (report.evaluated, report.late, report.trained) == (1, 1, 2)
+    assert trainer.late == 1 and trainer.model.samples_trained == 5
+    table = trainer.table()
+    assert table[RECOMMENDER]["overall"]["n"] == table["popularity"]["overall"]["n"] == 1

@@ -1,5 +1,5 @@
 from stream.contract import Interaction
-from stream.user_state import apply_interactions, history_items, seen_items
+from stream.user_state import apply_interactions, event_time_order, history_items, seen_items
 
 
 def ev(ts: int, item: str, kind: str = "click") -> Interaction:
@@ -75,3 +75,38 @@ def test_redelivered_events_are_not_applied_twice_but_keep_their_context():
     # offsets are per source topic: a purchase at a lower offset of another topic is new
     bought, contexts = apply(again, [ev(5, "d", "purchase")], positions=[("purchases", 0)])
     assert bought["purchases"] == 1 and not contexts[0].redelivered
+
+
+def test_events_read_after_a_later_event_of_the_user_are_late():
+    # the purchases topic was read ahead of the clicks topic: the click at 20 comes after the purchase at 30
+    state, contexts = apply(None, [ev(10, "a"), ev(30, "b", "purchase"), ev(20, "c"), ev(40, "d")])
+    assert [c.late for c in contexts] == [False, False, True, False]
+    assert contexts[2].history == ("a",)  # what came before it in event time, not in arrival order
+    # in a later batch too
+    _, contexts = apply(state, [ev(35, "e"), ev(50, "f")])
+    assert [c.late for c in contexts] == [True, False]
+
+
+def test_a_click_read_after_its_own_purchase_is_late_but_other_same_time_events_are_not():
+    _, contexts = apply(None, [ev(10, "a", "purchase"), ev(10, "a"), ev(10, "b")])
+    assert [c.late for c in contexts] == [False, True, False]
+    # the usual order, click then purchase: only the purchase (never scored) is the twin
+    _, contexts = apply(None, [ev(10, "a"), ev(10, "a", "purchase")])
+    assert [c.late for c in contexts] == [False, True]
+
+
+def test_a_batch_can_be_applied_in_event_time_order_across_topics():
+    # fetched as a run of the purchases partition, then a run of the clicks partition
+    arrived = [ev(20, "a", "purchase"), ev(30, "b", "purchase"), ev(20, "a"), ev(25, "c"), ev(30, "b")]
+    positions = [("p", 7), ("p", 8), ("c", 3), ("c", 4), ("c", 5)]
+    order = event_time_order(arrived)
+    assert [(arrived[k].ts, arrived[k].type) for k in order] == [
+        (20, "click"), (20, "purchase"), (25, "click"), (30, "click"), (30, "purchase"),
+    ]  # fmt: skip
+    state, contexts = apply(None, [arrived[k] for k in order], positions=[positions[k] for k in order])
+    # the clicks are in time; each purchase follows its own click
+    assert [c.late for c in contexts] == [False, True, False, False, True]
+    assert not any(c.redelivered for c in contexts) and state["applied"] == {"p": 8, "c": 5}
+    # the same positions again are all redeliveries, whatever their order
+    _, again = apply(state, [arrived[k] for k in order], positions=[positions[k] for k in order])
+    assert all(c.redelivered for c in again)
