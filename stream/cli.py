@@ -100,6 +100,24 @@ def kafka_status() -> None:
         sys.exit(3)
 
 
+# --- assets ------------------------------------------------------------------------------------
+@main.group()
+def assets() -> None:
+    """Data the augmentation needs besides the Python packages."""
+
+
+@assets.command("fetch")
+def assets_fetch() -> None:
+    """Prepare WordNet 3.0 (from Debian's wordnet-base package) in the cache, for word substitution."""
+    from models.augmentation.wordnet_data import WordNetUnavailable, ensure_wordnet
+
+    try:
+        path = ensure_wordnet(_settings().cache_dir)
+    except WordNetUnavailable as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"WordNet in {path}")
+
+
 # --- topics ------------------------------------------------------------------------------------
 @main.group()
 def topics() -> None:
@@ -129,6 +147,15 @@ def worker_stream() -> None:
     from stream.worker import run_stream_worker
 
     run_stream_worker(_settings())
+
+
+@worker.command("augment")
+@_kafka_errors
+def worker_augment() -> None:
+    """Run the transformer inference worker (embeddings, LM scoring, paraphrases) until SIGTERM."""
+    from stream.inference_worker import run_inference_worker
+
+    run_inference_worker(_settings())
 
 
 # --- replay and demo -----------------------------------------------------------------------------

@@ -224,16 +224,20 @@ class Ingestor:
         ordered.sort(key=lambda entry: entry[:2])
         return [training_event for _, _, training_event in ordered]
 
-    async def catalogue_items(self, events: Sequence[EventT]) -> None:
+    async def catalogue_items(self, events: Sequence[EventT]) -> list[CatalogueItem]:
+        """Apply a batch to the catalogue table; return the latest entry of each item (for augmentation)."""
         batch = classify(
             events, lambda raw: parse_catalogue_item(raw, self.limits), lambda e: e.item_id, self.partitions
         )
+        latest = []
         for item_id, group in batch.valid.items():
             item, event = group[-1]  # the latest entry replaces earlier ones
             with writing_for(event):
                 self.catalogue[item_id] = item.model_dump(mode="json", exclude_none=True)
+            latest.append(item)
         self.stats.applied_catalogue += batch.valid_count
         await self._finish(events, batch)
+        return latest
 
     async def _finish(self, events: Sequence[EventT], batch: Batch[Any]) -> None:
         """Dead letters and forwards, each confirmed by the broker; then count the batch as handled."""

@@ -71,6 +71,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             {"cleanup.policy": "compact", "message.timestamp.type": "LogAppendTime"},
             co_partitioned=False,
         ),
+        # Inference requests and results are short-lived: a request is useless after its deadline.
+        TopicSpec(settings.topic_inference_requests, n, rf, {"retention.ms": "3600000"}, co_partitioned=False),
+        TopicSpec(settings.topic_inference_results, n, rf, {"retention.ms": "3600000"}, co_partitioned=False),
     ]
 
 

@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from models.augmentation.pipeline import Augmentation
 from models.baselines import DecayedPopularity, default_baselines
 from models.checkpoint import Checkpoint, CheckpointError, load_latest, save_checkpoint
 from models.recommender import Recommender, RecommenderConfig
@@ -114,6 +115,8 @@ class Learner:
         self.latest_event_s = 0.0  # event time of the newest event trained on
         self.trained: dict[tuple[str, int], int] = {}
         self.stats = LearnerStats()
+        # Set by the app when augmentation is on: the step asks it for augmented samples.
+        self.augmentation: Augmentation | None = None
         self._saving: asyncio.Task[None] | None = None
         self._last_checkpoint = time.monotonic()
         if checkpoint is not None:
@@ -156,7 +159,8 @@ class Learner:
         return report
 
     def _step(self, observations: list[Observation]) -> StepReport:
-        report = self.trainer.step(observations)
+        augmented = self.augmentation.step_samples(self.model, observations) if self.augmentation else []
+        report = self.trainer.step(observations, augmented)
         for o in observations:
             self.trending.learn_one(o.event.user_id, o.event.item_id, o.event.ts / 1000.0)
             self.latest_event_s = max(self.latest_event_s, o.event.ts / 1000.0)
@@ -257,6 +261,7 @@ class Learner:
                 "trained_offsets": {f"{t}:{p}": o for (t, p), o in sorted(self.trained.items())},
                 "memory": model.memory_report(),
                 "drift": {"alarms": self.trainer.drift.alarms, "loss_estimate": self.trainer.drift.estimate},
+                "augmented_trained": dict(self.model.augmented_trained),
                 "unrankable": self.trainer.unrankable,
                 "late": self.trainer.late,
                 "metrics": {RECOMMENDER: self.trainer.evaluator.report()},

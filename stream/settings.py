@@ -92,6 +92,51 @@ class Settings(BaseSettings):
     embedding_max_per_s: float = Field(default=20_000, gt=0, description="Records per second, at most.")
     embedding_flush_interval_s: float = Field(default=0.25, gt=0)
 
+    # --- Augmentation (models/augmentation; see the README's "Augmentation" section) ----------
+    augment: bool = Field(default=True, description="Augment and expand samples in the stream worker.")
+    augment_sequence: bool = Field(default=True, description="Crop/mask/reorder views of the history.")
+    augment_sequence_weight: float = Field(default=0.3, ge=0)
+    augment_neighbours: bool = Field(default=True, description="Pseudo-positives from content neighbours.")
+    augment_neighbours_weight: float = Field(default=0.2, ge=0)
+    augment_negatives: bool = Field(default=True, description="Popularity-aware explicit negatives.")
+    augment_negatives_weight: float = Field(default=0.2, ge=0)
+    augment_text: bool = Field(default=True, description="Embed item texts (and their rewrites) as content.")
+    augment_text_paraphrases: int = Field(default=1, ge=0, description="LM paraphrases per new item text.")
+    augment_text_substitutions: int = Field(default=2, ge=0, description="WordNet rewrites per new item text.")
+    augment_llm: bool = Field(default=True, description="LLM-scored pseudo-interactions for sparse users.")
+    augment_llm_candidates: int = Field(default=8, ge=1, description="Candidates scored per sparse event.")
+    augment_llm_weight: float = Field(default=0.5, ge=0)
+    augment_llm_sparse_user_events: int = Field(default=20, ge=1, description="Users below this get LLM expansion.")
+    augment_llm_max_per_user: int = Field(default=10, ge=0, description="LLM pseudo-labels per user per day.")
+    augment_max_per_event: int = Field(default=4, ge=0, description="Local augmented samples for the coldest.")
+    augment_user_scale: float = Field(default=10.0, gt=0, description="User events where the ratio falls to 1/e.")
+    augment_item_scale: float = Field(default=20.0, gt=0, description="Item events where the ratio falls to 1/e.")
+    augment_heavy_user_events: int = Field(default=50, ge=1, description="Users with this many events get none.")
+    augment_budget_per_s: float = Field(default=5000.0, gt=0, description="Augmented samples per second, at most.")
+    augment_llm_budget_per_s: float = Field(default=50.0, gt=0, description="LLM scoring requests per second.")
+
+    # --- Inference worker (streamrec worker augment) -------------------------------------------
+    topic_inference_requests: str = "streamrec.inference.requests"
+    topic_inference_results: str = "streamrec.inference.results"
+    inference_encoder: str | None = Field(default=None, description="Sentence encoder path (default: MiniLM).")
+    inference_lm: str | None = Field(default=None, description="Causal LM directory (default: SmolLM2 GGUF).")
+    inference_lm_gguf: str | None = Field(default=None, description="GGUF file in inference_lm, if any.")
+    inference_enable_lm: bool = Field(default=True, description="Load the causal LM (scoring, paraphrases).")
+    inference_device: Literal["auto", "cpu", "cuda"] = "auto"
+    inference_max_batch: int = Field(default=64, ge=1)
+    inference_max_wait_ms: float = Field(default=10.0, ge=0)
+    inference_max_queue: int = Field(default=2048, ge=1, description="Requests queued in the worker, at most.")
+    inference_cache_size: int = Field(default=100_000, ge=1, description="Item-text embeddings cached.")
+    inference_web_port: int = Field(default=6067, ge=1, le=65535)
+    inference_timeout_s: float = Field(default=10.0, gt=0, description="An embed/score request expires after this.")
+    inference_generate_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="Paraphrase requests (slow on a CPU, not on the training path) expire after this.",
+    )
+    inference_max_in_flight: int = Field(default=1024, ge=1, description="Requests a stream worker awaits, at most.")
+    inference_max_request_bytes: int = Field(default=64 * 1024, ge=1024)
+
     # --- Validation limits -----------------------------------------------------------------
     max_event_bytes: int = Field(default=64 * 1024, ge=256)
     max_future_skew_s: float = Field(default=24 * 3600, ge=0)

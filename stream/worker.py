@@ -50,27 +50,38 @@ def run_stream_worker(settings: Settings) -> None:
 
 
 class WorkerProcess:
-    """A ``streamrec worker stream`` child process.
+    """A ``streamrec worker stream`` (or ``worker augment``, with ``role="augment"``) child process.
 
     ``env`` is the child's whole environment (default: this process's); ``settings`` must describe
     the same configuration, since it gives the web address and the default log path.
     """
 
-    def __init__(self, settings: Settings, env: Mapping[str, str] | None = None, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        env: Mapping[str, str] | None = None,
+        log_path: Path | None = None,
+        role: str = "stream",
+    ) -> None:
         self.settings = settings
+        self.role = role
         self.env = dict(os.environ if env is None else env)
-        self.log_path = log_path or settings.state_dir / "logs" / "stream-worker.log"
+        self.log_path = log_path or settings.state_dir / "logs" / f"{role}-worker.log"
         self.process: subprocess.Popen[bytes] | None = None
+        port = settings.web_port if role == "stream" else settings.inference_web_port
+        self.web_url = f"http://{settings.web_host}:{port}"
 
     def start(self) -> None:
-        if port_open(self.settings.web_host, self.settings.web_port):
+        host, port = self.web_url.removeprefix("http://").rsplit(":", 1)
+        if port_open(host, int(port)):
+            variable = "STREAMREC_WEB_PORT" if self.role == "stream" else "STREAMREC_INFERENCE_WEB_PORT"
             raise RuntimeError(
-                f"{self.settings.web_url} is already in use (another stream worker?); stop it or set STREAMREC_WEB_PORT"
+                f"{self.web_url} is already in use (another {self.role} worker?); stop it or set {variable}"
             )
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "stream.cli", "worker", "stream"],
+                [sys.executable, "-m", "stream.cli", "worker", self.role],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env,
                 start_new_session=True,
             )  # fmt: skip
@@ -78,7 +89,7 @@ class WorkerProcess:
     def get_json(self, path: str, timeout_s: float = 10) -> tuple[int, Any]:
         """``(status, body)`` of a GET on the worker's web server; error statuses are returned too."""
         try:
-            with urllib.request.urlopen(self.settings.web_url + path, timeout=timeout_s) as response:
+            with urllib.request.urlopen(self.web_url + path, timeout=timeout_s) as response:
                 return response.status, json.loads(response.read())
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read() or b"null")
@@ -88,14 +99,14 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if not self.alive():
-                raise RuntimeError(f"the stream worker exited; log {self.log_path}:\n{self.log_tail()}")
+                raise RuntimeError(f"the {self.role} worker exited; log {self.log_path}:\n{self.log_tail()}")
             try:
                 if self.get_json("/health", timeout_s=2)[0] == 200:
                     return
             except OSError:
                 pass
             time.sleep(0.3)
-        raise RuntimeError(f"the stream worker did not answer on {self.settings.web_url} in {timeout_s:.0f}s")
+        raise RuntimeError(f"the {self.role} worker did not answer on {self.web_url} in {timeout_s:.0f}s")
 
     def stop(self, timeout_s: float = 60.0) -> int | None:
         """SIGTERM, then SIGKILL after ``timeout_s``; the exit code (None if never started)."""

@@ -80,12 +80,16 @@ def app_settings(broker: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
         "topic_catalogue": f"{prefix}.catalogue",
         "topic_dead_letters": f"{prefix}.dead-letters",
         "topic_embeddings": f"{prefix}.embeddings",
+        "topic_inference_requests": f"{prefix}.inference.requests",
+        "topic_inference_results": f"{prefix}.inference.results",
+        "inference_web_port": free_port(),
         "topic_partitions": 4,
         "state_dir": tmp_path / "state",
         "web_port": free_port(),
         "batch_within_s": 0.1,
         "log_level": "warning",
         "baselines": "",  # the training tests turn them on
+        "augment": False,  # so does the augmentation test
     }
 
 
@@ -94,18 +98,18 @@ def settings_of(values: dict[str, Any]) -> Settings:
 
 
 class Worker(WorkerProcess):
-    """A started, healthy stream worker for one test, with polling helpers for its endpoints."""
+    """A started, healthy stream (or inference) worker for one test, with polling helpers for its endpoints."""
 
-    def __init__(self, settings: dict[str, Any], log_path: Path) -> None:
-        super().__init__(settings_of(settings), env=env_for(settings), log_path=log_path)
+    def __init__(self, settings: dict[str, Any], log_path: Path, role: str = "stream") -> None:
+        super().__init__(settings_of(settings), env=env_for(settings), log_path=log_path, role=role)
         self.start()
-        self.wait_healthy()
+        self.wait_healthy(timeout_s=180)
 
     def get(self, path: str) -> tuple[int, Any]:
         return self.get_json(path)
 
     def post(self, path: str, timeout_s: float = 60) -> tuple[int, Any]:
-        request = urllib.request.Request(self.settings.web_url + path, method="POST", data=b"")
+        request = urllib.request.Request(self.web_url + path, method="POST", data=b"")
         try:
             with urllib.request.urlopen(request, timeout=timeout_s) as response:
                 return response.status, json.loads(response.read())
@@ -135,8 +139,8 @@ class Worker(WorkerProcess):
 def start_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     workers: list[Worker] = []
 
-    def start(settings: dict[str, Any]) -> Worker:
-        worker = Worker(settings, tmp_path / "logs" / f"worker-{len(workers)}.log")
+    def start(settings: dict[str, Any], role: str = "stream") -> Worker:
+        worker = Worker(settings, tmp_path / "logs" / f"{role}-worker-{len(workers)}.log", role=role)
         workers.append(worker)
         return worker
 

@@ -1,0 +1,109 @@
+"""Augmentation in the live pipeline, with a real inference worker process that is killed mid-stream.
+
+The stream worker, the inference worker (MiniLM on the CPU; the LM is switched off to keep the
+test short, its requests are covered by the unit tests of the backends) and the broker are real.
+The test checks the degraded mode the README promises: when the inference worker dies, training
+goes on with real samples, augmentation requests expire (counted), and when it comes back,
+augmentation resumes by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+import orjson
+
+from tests.integration.test_ingestion import produce, topic_for
+
+GENRES = ["Comedy", "Drama", "Thriller", "Animation", "Romance", "Horror", "Western", "Documentary"]
+
+
+def catalogue(prefix: str, n: int, rng: random.Random) -> list[dict[str, Any]]:
+    return [
+        {
+            "item_id": f"{prefix}{k}",
+            "title": f"{rng.choice(['The', 'A'])} {rng.choice(['Long', 'Quiet', 'Last', 'Red'])} {prefix.upper()}{k}",
+            "description": f"A {rng.choice(['gentle', 'dark', 'funny'])} story about {rng.choice(['a town', 'a war'])}.",
+            "categories": rng.sample(GENRES, 2),
+        }
+        for k in range(n)
+    ]
+
+
+def interactions(items: list[str], n: int, start: int, rng: random.Random) -> list[dict[str, Any]]:
+    users = [f"user-{k}" for k in range(40)]
+    return [
+        {
+            "event_id": f"aug-{start + k}",
+            "user_id": rng.choice(users),
+            "item_id": rng.choice(items),
+            "ts": 1_700_000_000_000 + (start + k) * 1000,
+            "type": "purchase" if rng.random() < 0.2 else "click",
+        }
+        for k in range(n)
+    ]
+
+
+def send(settings: dict[str, Any], items: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
+    records = [(settings["topic_catalogue"], i["item_id"].encode(), orjson.dumps(i)) for i in items]
+    records += [(topic_for(settings, e), e["user_id"].encode(), orjson.dumps(e)) for e in events]
+    asyncio.run(produce(f"127.0.0.1:{settings['local_kafka_port']}", records))
+
+
+def augmentation(stats: dict[str, Any]) -> dict[str, Any]:
+    return stats.get("augmentation", {})
+
+
+def count(stats: dict[str, Any], section: str, kind: str = "embed") -> int:
+    return augmentation(stats).get("requests", {}).get(section, {}).get(kind, 0)
+
+
+def test_augmentation_runs_live_degrades_when_the_inference_worker_dies_and_recovers(app_settings, start_worker):
+    settings = {
+        **app_settings,
+        "augment": True,
+        "inference_enable_lm": False,
+        "augment_llm": False,
+        "augment_text_paraphrases": 0,
+        "inference_timeout_s": 3,
+        "batch_size": 200,
+        "checkpoint_interval_s": 3600,
+    }
+    rng = random.Random(5)
+    inference = start_worker(settings, role="augment")
+    stream = start_worker(settings)
+
+    # 1. Both workers up: item texts become content vectors, local operators make samples.
+    first = catalogue("a", 12, rng)
+    send(settings, first, [])  # the catalogue first, as a replay sends it
+    stream.wait_for(lambda s: augmentation(s).get("items_with_content") == 12, timeout_s=120)
+    send(settings, [], interactions([i["item_id"] for i in first], 800, 0, rng))
+    stats = stream.wait_for(lambda s: s.get("trained") == 800, timeout_s=120)
+    generated = augmentation(stats)["generated"]
+    trained = augmentation(stats)["trained"]
+    assert {"seq_crop", "seq_mask", "seq_reorder", "content_neighbour", "negative"} <= set(generated)
+    assert sum(trained.values()) > 0 and set(trained) <= set(generated)
+    assert count(stats, "completed") >= 12 and count(stats, "expired") == 0
+    assert inference.get("/stats")[1]["batcher"]["completed"] >= 12
+
+    # 2. Inference worker killed: training goes on with real samples; the new items' requests expire.
+    inference.kill()
+    second = catalogue("b", 8, rng)
+    send(settings, second, interactions([i["item_id"] for i in first + second], 800, 800, rng))
+    stats = stream.wait_for(lambda s: s.get("trained") == 1600 and count(s, "expired") >= 8, timeout_s=120)
+    assert augmentation(stats)["items_with_content"] == 12  # nothing new without the worker
+    assert augmentation(stats)["generated"]["seq_crop"] > generated["seq_crop"]  # local operators go on
+
+    # 3. Inference worker back: augmentation resumes by itself, without restarting the stream worker.
+    completed_before = count(stats, "completed")
+    start_worker(settings, role="augment")
+    third = catalogue("c", 6, rng)
+    send(settings, third, interactions([i["item_id"] for i in first + second + third], 400, 1600, rng))
+    stats = stream.wait_for(
+        lambda s: s.get("trained") == 2000 and augmentation(s).get("items_with_content") == 18, timeout_s=180
+    )
+    assert count(stats, "completed") >= completed_before + 6
+    status, model = stream.get("/model")
+    assert status == 200 and model["samples_trained"] == 2000  # every real event, despite the outage
