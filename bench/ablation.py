@@ -191,7 +191,9 @@ def main() -> None:
     unknown = set(arms) - set(ARMS)
     if unknown:
         parser.error(f"unknown arms {sorted(unknown)}")
-    torch.set_num_threads(os.cpu_count() or 1)
+    # One intra-op thread: on a small shared CPU, torch's spinning OpenMP threads slow each other
+    # down (MiniLM was ~20x slower with 2 threads than with 1 on the 2-core VM).
+    torch.set_num_threads(1)
 
     settings = Settings()
     use_wordnet(settings.cache_dir)

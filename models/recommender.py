@@ -75,6 +75,7 @@ class RecommenderConfig:
     dim: int = 64
     content_dim: int = 384
     history_length: int = 20
+    user_init_std: float = 0.05
     history_half_life: float = 8.0  # in positions: the newest item weighs 1, 8 items back 1/2
     lr_embeddings: float = 0.05
     lr_dense: float = 1e-3
@@ -97,7 +98,9 @@ class Recommender:
         self.device = torch.device(c.device)
         self.users = Vocabulary(min_count=c.user_min_count, ttl_s=c.ttl_s)
         self.items = Vocabulary(min_count=c.item_min_count, ttl_s=c.ttl_s)
-        self.user_emb = EmbeddingStore(c.dim, lr=c.lr_embeddings, device=self.device, seed=c.seed)
+        self.user_emb = EmbeddingStore(
+            c.dim, lr=c.lr_embeddings, init_std=c.user_init_std, device=self.device, seed=c.seed
+        )
         self.item_emb = EmbeddingStore(c.dim, lr=c.lr_embeddings, device=self.device, seed=c.seed + 1)
         self.item_bias = EmbeddingStore(1, lr=c.lr_embeddings, init_std=0.0, device=self.device, seed=c.seed + 2)
         self.content = torch.zeros(self.item_emb.capacity, c.content_dim, device=self.device)

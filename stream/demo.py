@@ -84,11 +84,20 @@ async def run_demo(
         print(f"Using the Kafka cluster at {settings.bootstrap_servers}", file=out)
     await ensure_topics(settings)
 
+    inference = None
+    if settings.train and settings.augment:
+        # The transformer inference worker (CPU here): item texts → content vectors, LM scoring.
+        inference = WorkerProcess(settings, role="augment")
+        inference.start()
     worker = WorkerProcess(settings)
     worker.start()
     ok = False
     try:
         async with aiohttp.ClientSession() as session:
+            if inference is not None:
+                print("Inference worker loading MiniLM and SmolLM2 on the CPU…", file=out)
+                await asyncio.to_thread(inference.wait_healthy, 300)
+                print(f"Inference worker up ({inference.web_url}); log: {inference.log_path}", file=out)
             await asyncio.to_thread(worker.wait_healthy)
             print(f"Stream worker up ({settings.web_url}); log: {worker.log_path}", file=out)
             before = await settled_accounting(session, settings, quiet_s=2.0)
@@ -104,6 +113,8 @@ async def run_demo(
         if not keep_running or not worker.alive():
             code = worker.stop()
             print(f"Stream worker stopped (exit code {code}).", file=out)
+            if inference is not None:
+                print(f"Inference worker stopped (exit code {inference.stop()}).", file=out)
             if broker is not None and started_broker:
                 broker.stop()
                 print("Local Kafka stopped.", file=out)
@@ -203,6 +214,15 @@ async def _report_training(session: aiohttp.ClientSession, settings: Settings, t
         overall = table.get("overall", {})
         print(f"  {name:<14}{overall.get('hr@10', 0):>9.4f}{overall.get('ndcg@10', 0):>9.4f}{overall.get('n', 0):>9,}",
               file=out)  # fmt: skip
+    augmentation = model.get("augmentation")
+    if augmentation:
+        requests = augmentation.get("requests", {})
+        generated = ", ".join(f"{kind} {n:,}" for kind, n in sorted(augmentation.get("generated", {}).items()))
+        print(f"Augmented samples generated: {generated or 'none'}; trained: "
+              f"{sum(model.get('augmented_trained', {}).values()):,}.", file=out)  # fmt: skip
+        print(f"Item texts turned into content vectors: {augmentation.get('items_with_content', 0):,} "
+              f"(rewrites {augmentation.get('rewrites', {})}); inference requests completed "
+              f"{requests.get('completed', {})}, expired {requests.get('expired', {})}.", file=out)  # fmt: skip
     published = model.get("embeddings", {})
     print(
         f"Embeddings published: {published.get('published_users', 0):,} user and "

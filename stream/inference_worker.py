@@ -25,6 +25,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -41,6 +42,7 @@ class InferenceModels:
 
     def __init__(self, settings: Settings) -> None:
         started = time.perf_counter()
+        torch.set_num_threads(settings.inference_torch_threads)
         self.encoder = TextEncoder(settings.inference_encoder, device=settings.inference_device)
         self.cache = EmbeddingCache(settings.inference_cache_size)
         self.lm: CausalLM | None = None

@@ -123,6 +123,9 @@ class Settings(BaseSettings):
     inference_lm_gguf: str | None = Field(default=None, description="GGUF file in inference_lm, if any.")
     inference_enable_lm: bool = Field(default=True, description="Load the causal LM (scoring, paraphrases).")
     inference_device: Literal["auto", "cpu", "cuda"] = "auto"
+    inference_torch_threads: int = Field(
+        default=1, ge=1, description="CPU threads per model call (more only helps on idle, many-core machines)."
+    )
     inference_max_batch: int = Field(default=64, ge=1)
     inference_max_wait_ms: float = Field(default=10.0, ge=0)
     inference_max_queue: int = Field(default=2048, ge=1, description="Requests queued in the worker, at most.")

@@ -64,6 +64,7 @@ class AugmentationConfig:
     sequence_weight: float = 0.3
     neighbours: bool = True
     neighbours_weight: float = 0.2
+    neighbours_min_similarity: float = 0.8
     negatives: bool = True
     negatives_weight: float = 0.2
     text: bool = True
@@ -101,7 +102,9 @@ class Augmentation:
         self._model: Recommender | None = None
         self.neighbours = ContentNeighbours(
             lambda item, k: self._model.content_neighbours(item, k) if self._model is not None else [],
-            ContentNeighboursConfig(enabled=c.neighbours, base_weight=c.neighbours_weight),
+            ContentNeighboursConfig(
+                enabled=c.neighbours, base_weight=c.neighbours_weight, min_similarity=c.neighbours_min_similarity
+            ),
         )
         self.negatives = PopularityNegatives(
             self._popularity, PopularityNegativesConfig(enabled=c.negatives, weight=c.negatives_weight, seed=c.seed)
@@ -306,7 +309,11 @@ class Augmentation:
             return 0
         plans = await model.read(self._plan_expansions, model.model, chosen)
         prompts = [
-            {"prompt": expansion_prompt([self.texts[i] for i in history if i in self.texts], self.texts[candidate])}
+            {
+                "prompt": expansion_prompt(
+                    [self.texts[i] for i in history if i in self.texts], self.texts[candidate], max_history=5
+                )
+            }
             for _, history, candidates in plans
             for candidate in candidates
         ]

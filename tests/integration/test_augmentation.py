@@ -25,7 +25,7 @@ def catalogue(prefix: str, n: int, rng: random.Random) -> list[dict[str, Any]]:
         {
             "item_id": f"{prefix}{k}",
             "title": f"{rng.choice(['The', 'A'])} {rng.choice(['Long', 'Quiet', 'Last', 'Red'])} {prefix.upper()}{k}",
-            "description": f"A {rng.choice(['gentle', 'dark', 'funny'])} story about {rng.choice(['a town', 'a war'])}.",
+            "description": f"A {rng.choice(['gentle', 'dark'])} story about {rng.choice(['a town', 'a war'])}.",
             "categories": rng.sample(GENRES, 2),
         }
         for k in range(n)

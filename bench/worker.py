@@ -1,0 +1,187 @@
+"""Inference worker batching efficiency: a realistic mixed request stream against ideal static batches.
+
+    .venv/bin/python bench/worker.py [--device cpu|cuda] [--random-weights] [--seconds 30]
+                                     [--mix embed=0.9,yes_no=0.1] [--max-batch 64] [--max-wait-ms 10]
+
+Runs the inference worker's own models and :class:`~models.inference.batcher.DynamicBatcher` in
+process (the Kafka shell adds a constant per request that is not what this measures):
+
+1. **Ideal**: for each request kind, the throughput of static full batches (``--max-batch``) of
+   realistic payloads (MovieLens item texts, expansion prompts), after a warm-up.
+2. **Stream**: requests arrive one by one, mixed by ``--mix``, from many concurrent clients (as
+   stream workers send them), with lengths as they come; the batcher forms dynamic batches.
+   Throughput at saturation (``--concurrency`` requests always outstanding) and latency
+   p50/p99, and latency at half that load (open-loop Poisson arrivals).
+
+Prints the stream's throughput over the ideal mixed throughput (the harmonic mix of the static
+figures: ``1 / Σ share_k / ideal_k``); the goal is at least 0.5. ``--random-weights`` builds the
+same architectures from the packages' configs (speed does not depend on weight values), for a
+GPU machine that cannot carry the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from models.augmentation.expansion import expansion_prompt
+from models.augmentation.text import item_text, paraphrase_prompt
+from models.inference import CausalLM, DynamicBatcher, TextEncoder
+from stream.datasets import load_ml100k
+from stream.inference_protocol import length_of
+
+
+def payloads(kind: str, texts: list[str], rng: random.Random) -> Any:
+    if kind == "embed":
+        return {"text": rng.choice(texts)}
+    if kind == "yes_no":
+        return {"prompt": expansion_prompt(rng.sample(texts, 5), rng.choice(texts), max_history=5)}
+    return {"prompt": paraphrase_prompt(rng.choice(texts)), "max_new_tokens": 32}
+
+
+def handlers(encoder: TextEncoder, lm: CausalLM | None) -> dict[str, Any]:
+    found: dict[str, Any] = {"embed": lambda ps: list(encoder.embed([p["text"] for p in ps]))}
+    if lm is not None:
+        found["yes_no"] = lambda ps: list(lm.yes_no([lm.chat_prompt(p["prompt"]) for p in ps]))
+        found["generate"] = lambda ps: lm.generate([p["prompt"] for p in ps], max_new_tokens=32)
+    return found
+
+
+def ideal(handler: Any, kind: str, texts: list[str], batch: int, seconds: float, rng: random.Random) -> float:
+    """Requests/s of static full batches (after one warm-up batch)."""
+    handler([payloads(kind, texts, rng) for _ in range(batch)])
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds or done == 0:
+        handler([payloads(kind, texts, rng) for _ in range(batch)])
+        done += batch
+    return done / (time.perf_counter() - started)
+
+
+async def stream(
+    batcher: DynamicBatcher,
+    mix: dict[str, float],
+    texts: list[str],
+    seconds: float,
+    concurrency: int | None,
+    rate: float | None,
+    rng: random.Random,
+) -> dict[str, Any]:
+    """Closed loop (``concurrency`` outstanding) or open loop (Poisson at ``rate``); latencies in seconds."""
+    kinds, weights = list(mix), list(mix.values())
+    latencies: list[float] = []
+    done: dict[str, int] = dict.fromkeys(kinds, 0)
+    stop_at = time.perf_counter() + seconds
+
+    async def one() -> None:
+        kind = rng.choices(kinds, weights)[0]
+        started = time.perf_counter()
+        await batcher.submit(kind, payloads(kind, texts, rng))
+        if time.perf_counter() <= stop_at:
+            latencies.append(time.perf_counter() - started)
+            done[kind] += 1
+
+    started = time.perf_counter()
+    if concurrency is not None:
+
+        async def client() -> None:
+            while time.perf_counter() < stop_at:
+                await one()
+
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+    else:
+        assert rate is not None
+        tasks = []
+        while time.perf_counter() < stop_at:
+            tasks.append(asyncio.ensure_future(one()))
+            await asyncio.sleep(rng.expovariate(rate))
+        await asyncio.gather(*tasks)
+    elapsed = min(time.perf_counter(), stop_at) - started
+    ordered = np.sort(np.asarray(latencies))
+    return {
+        "requests_per_s": len(latencies) / elapsed,
+        "by_kind": done,
+        "p50_ms": float(np.quantile(ordered, 0.5) * 1000) if len(ordered) else None,
+        "p99_ms": float(np.quantile(ordered, 0.99) * 1000) if len(ordered) else None,
+        "mean_batch": batcher.stats.mean_batch_size,
+    }
+
+
+async def measure(
+    args: argparse.Namespace, mix: dict[str, float], found: dict[str, Any], texts: list[str], ideal_mixed
+):
+    rng = random.Random(args.seed)
+    results = {}
+    for name, concurrency, rate in (
+        ("saturated", args.concurrency, None),
+        ("half_load", None, 0.5 * ideal_mixed),
+    ):
+        batcher = DynamicBatcher(
+            found, max_batch=args.max_batch, max_wait_s=args.max_wait_ms / 1000.0, max_queue=100_000,
+            length_of=length_of, bucket_width=16,
+        )  # fmt: skip
+        batcher.start()
+        results[name] = await stream(batcher, mix, texts, args.seconds, concurrency, rate, rng)
+        await batcher.stop()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--random-weights", action="store_true")
+    parser.add_argument("--seconds", type=float, default=30.0, help="per measurement")
+    parser.add_argument("--mix", default="embed=0.9,yes_no=0.1", help="request kinds and shares")
+    parser.add_argument("--max-batch", type=int, default=64)
+    parser.add_argument("--max-wait-ms", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=256, help="outstanding requests when saturated")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    mix = {kind: float(share) for kind, share in (part.split("=") for part in args.mix.split(","))}
+    total = sum(mix.values())
+    mix = {kind: share / total for kind, share in mix.items()}
+
+    loaded = time.perf_counter()
+    encoder = TextEncoder(device=args.device, random_weights=args.random_weights)
+    lm = CausalLM(device=args.device, random_weights=args.random_weights) if set(mix) - {"embed"} else None
+    load_s = time.perf_counter() - loaded
+    texts = [item_text(e["title"], e["categories"], e.get("attributes")) for e in load_ml100k().catalogue]
+    found = handlers(encoder, lm)
+    rng = random.Random(args.seed)
+    ideals = {kind: ideal(found[kind], kind, texts, args.max_batch, args.seconds / 2, rng) for kind in mix}
+    ideal_mixed = 1.0 / sum(share / ideals[kind] for kind, share in mix.items())
+    results = asyncio.run(measure(args, mix, found, texts, ideal_mixed))
+
+    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({os.cpu_count()} cores)"
+    print(f"machine: {platform.node()}, {device}, torch {torch.__version__}, {args.threads} thread(s)")
+    print("command: .venv/bin/python bench/worker.py " + " ".join(sys.argv[1:]))
+    print(f"models loaded in {load_s:.0f}s; weights: {'random' if args.random_weights else 'from the packages'}")
+    print(f"ideal static batches of {args.max_batch}: " + ", ".join(f"{k} {v:,.1f}/s" for k, v in ideals.items()))
+    print(f"ideal for the mix {mix}: {ideal_mixed:,.1f} requests/s")
+    for name, r in results.items():
+        ratio = r["requests_per_s"] / ideal_mixed
+        print(f"{name:>10}: {r['requests_per_s']:,.1f} requests/s ({ratio:.2f} of ideal), p50 {r['p50_ms']:,.0f} ms, "
+              f"p99 {r['p99_ms']:,.0f} ms, mean batch {r['mean_batch']:.1f}, by kind {r['by_kind']}")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps({"ideal": ideals, "ideal_mixed": ideal_mixed, "stream": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
