@@ -15,7 +15,7 @@ Wire format (UTF-8 JSON, documented in the README):
 * result, key ``client`` (each stream worker reads every partition and keeps its own)::
 
     {"id": "3f2a…", "client": "stream-7a1c…", "ok": true, "result": [0.01, …],
-     "worker": "augment-91b0…", "batch_size": 37, "queued_ms": 4.1, "model_ms": 18.5}
+     "worker": "augment-91b0…", "latency_ms": 22.6}
 
 Kinds and payloads (bounded, validated on both sides):
 
@@ -111,9 +111,7 @@ class InferenceResult:
     result: Any = None
     error: str | None = None
     worker: str = ""
-    batch_size: int = 0
-    queued_ms: float = 0.0
-    model_ms: float = 0.0
+    latency_ms: float = 0.0  # from the request's arrival at the worker to its answer (queue + model)
 
     def encode(self) -> bytes:
         return orjson.dumps(asdict(self), option=orjson.OPT_SERIALIZE_NUMPY)

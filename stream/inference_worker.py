@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -217,11 +218,7 @@ class InferenceWorker:
 
 
 def _with_timing(result: InferenceResult, total_ms: float) -> InferenceResult:
-    return InferenceResult(**{**_fields(result), "queued_ms": round(total_ms, 3)})
-
-
-def _fields(result: InferenceResult) -> dict[str, Any]:
-    return {name: getattr(result, name) for name in result.__slots__}
+    return dataclasses.replace(result, latency_ms=round(total_ms, 3))
 
 
 def run_inference_worker(settings: Settings) -> None:
