@@ -2,8 +2,10 @@
 
 Stream workers put embedding, scoring and generation requests on the requests topic
 (:mod:`stream.inference_protocol`); every inference worker in the consumer group takes a share of
-its partitions, feeds the requests to a :class:`~models.inference.batcher.DynamicBatcher` (dynamic
-batches, length buckets, one model thread) and writes each result to the results topic.
+its partitions, feeds the requests to a :class:`~models.inference.batcher.DynamicBatcher` per model
+(dynamic batches, length buckets, one thread per model) and writes each result to the results
+topic. One batcher per model, because their costs differ by orders of magnitude: on a CPU a batch
+of LM prompts takes seconds, and embeddings must not queue behind it.
 
 Backpressure: the worker fetches only as many records as the batcher has room for, so a slow
 worker leaves requests in Kafka rather than in memory. A request whose deadline passed is dropped
@@ -52,10 +54,13 @@ class InferenceModels:
         self.load_seconds = time.perf_counter() - started
 
     def handlers(self) -> dict[str, Any]:
-        handlers: dict[str, Any] = {"embed": self.embed}
-        if self.lm is not None:
-            handlers |= {"yes_no": self.yes_no, "generate": self.generate}
-        return handlers
+        return self.encoder_handlers() | self.lm_handlers()
+
+    def encoder_handlers(self) -> dict[str, Any]:
+        return {"embed": self.embed}
+
+    def lm_handlers(self) -> dict[str, Any]:
+        return {} if self.lm is None else {"yes_no": self.yes_no, "generate": self.generate}
 
     def embed(self, payloads: list[dict[str, Any]]) -> list[list[float]]:
         vectors = self.cache.get_or_compute(self.encoder.model_id, [p["text"] for p in payloads], self.encoder.embed)
@@ -90,7 +95,7 @@ class InferenceWorker:
         self.models = models
         self.name = f"augment-{uuid.uuid4().hex[:8]}"
         self.stats = WorkerStats()
-        self.batcher: DynamicBatcher | None = None
+        self.batchers: dict[str, DynamicBatcher] = {}  # by request kind (one batcher per model)
         self.ready = False
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -103,15 +108,22 @@ class InferenceWorker:
                 # Loading takes seconds (tens with the LM on a CPU): off the loop, so /health answers.
                 self.models = await asyncio.to_thread(InferenceModels, s)
                 log.info("models loaded in %.1fs (LM: %s)", self.models.load_seconds, self.models.lm is not None)
-            self.batcher = DynamicBatcher(
-                self.models.handlers(),
-                max_batch=s.inference_max_batch,
-                max_wait_s=s.inference_max_wait_ms / 1000.0,
-                max_queue=s.inference_max_queue,
-                length_of=length_of,
-                bucket_width=16,
-            )
-            self.batcher.start()
+            for handlers, max_batch in (
+                (self.models.encoder_handlers(), s.inference_max_batch),
+                (self.models.lm_handlers(), s.inference_lm_max_batch),
+            ):
+                if not handlers:
+                    continue
+                batcher = DynamicBatcher(
+                    handlers,
+                    max_batch=max_batch,
+                    max_wait_s=s.inference_max_wait_ms / 1000.0,
+                    max_queue=s.inference_max_queue,
+                    length_of=length_of,
+                    bucket_width=16,
+                )
+                batcher.start()
+                self.batchers |= dict.fromkeys(handlers, batcher)
             consumer = AIOKafkaConsumer(
                 s.topic_inference_requests,
                 bootstrap_servers=s.bootstrap_servers,
@@ -133,13 +145,13 @@ class InferenceWorker:
                 for task in list(self._tasks):
                     task.cancel()
                 await asyncio.gather(*self._tasks, return_exceptions=True)
-                await self.batcher.stop()
+                for batcher in set(self.batchers.values()):
+                    await batcher.stop()
                 await producer.stop()
         finally:
             await web_runner.cleanup()
 
     async def _consume(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, stop: asyncio.Event) -> None:
-        assert self.batcher is not None
         limit = self.settings.inference_max_queue
         while not stop.is_set():
             room = limit - len(self._tasks)
@@ -168,11 +180,13 @@ class InferenceWorker:
         task.add_done_callback(self._tasks.discard)
 
     async def _answer(self, request: InferenceRequest, producer: AIOKafkaProducer) -> None:
-        assert self.batcher is not None
         deadline = time.monotonic() + (request.deadline_ms - now_ms()) / 1000.0
         started = time.perf_counter()
         try:
-            value = await self.batcher.submit(request.kind, request.payload, deadline=deadline)
+            batcher = self.batchers.get(request.kind)
+            if batcher is None:
+                raise ValueError(f"this worker does not serve {request.kind!r} requests (is the LM disabled?)")
+            value = await batcher.submit(request.kind, request.payload, deadline=deadline)
             result = InferenceResult(request.id, request.client, True, value, worker=self.name)
             self.stats.answered += 1
         except Expired:
@@ -212,8 +226,12 @@ class InferenceWorker:
             body["load_seconds"] = round(self.models.load_seconds, 2)
             body["lm"] = self.models.lm is not None
             body["cache"] = self.models.cache.stats()
-        if self.batcher is not None:
-            body["batcher"] = self.batcher.stats.as_dict()
+        kinds_of: dict[int, list[str]] = {}
+        for kind, batcher in self.batchers.items():
+            kinds_of.setdefault(id(batcher), []).append(kind)
+        body["batchers"] = {
+            "/".join(kinds_of[id(b)]): b.stats.as_dict() for b in {id(b): b for b in self.batchers.values()}.values()
+        }
         return web.json_response(body)
 
 

@@ -113,7 +113,9 @@ class Settings(BaseSettings):
     augment_item_scale: float = Field(default=20.0, gt=0, description="Item events where the ratio falls to 1/e.")
     augment_heavy_user_events: int = Field(default=50, ge=1, description="Users with this many events get none.")
     augment_budget_per_s: float = Field(default=5000.0, gt=0, description="Augmented samples per second, at most.")
-    augment_llm_budget_per_s: float = Field(default=50.0, gt=0, description="LLM scoring requests per second.")
+    augment_llm_budget_per_s: float = Field(
+        default=4.0, gt=0, description="LM scoring prompts per second (a CPU worker does a few; a GPU thousands)."
+    )
 
     # --- Inference worker (streamrec worker augment) -------------------------------------------
     topic_inference_requests: str = "streamrec.inference.requests"
@@ -126,7 +128,8 @@ class Settings(BaseSettings):
     inference_torch_threads: int = Field(
         default=1, ge=1, description="CPU threads per model call (more only helps on idle, many-core machines)."
     )
-    inference_max_batch: int = Field(default=64, ge=1)
+    inference_max_batch: int = Field(default=64, ge=1, description="Embedding requests per batch, at most.")
+    inference_lm_max_batch: int = Field(default=16, ge=1, description="LM prompts per batch (scoring, paraphrases).")
     inference_max_wait_ms: float = Field(default=10.0, ge=0)
     inference_max_queue: int = Field(default=2048, ge=1, description="Requests queued in the worker, at most.")
     inference_cache_size: int = Field(default=100_000, ge=1, description="Item-text embeddings cached.")

@@ -86,7 +86,7 @@ def test_augmentation_runs_live_degrades_when_the_inference_worker_dies_and_reco
     assert {"seq_crop", "seq_mask", "seq_reorder", "content_neighbour", "negative"} <= set(generated)
     assert sum(trained.values()) > 0 and set(trained) <= set(generated)
     assert count(stats, "completed") >= 12 and count(stats, "expired") == 0
-    assert inference.get("/stats")[1]["batcher"]["completed"] >= 12
+    assert inference.get("/stats")[1]["batchers"]["embed"]["completed"] >= 12
 
     # 2. Inference worker killed: training goes on with real samples; the new items' requests expire.
     inference.kill()
