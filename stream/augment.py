@@ -85,16 +85,23 @@ class StreamAugmenter:
         self._paraphrase_task: asyncio.Task[None] | None = None
 
     def _load_wordnet(self) -> None:
-        from models.augmentation.wordnet_data import WordNetUnavailable, use_wordnet
+        """Use the WordNet prepared by ``streamrec assets fetch``; never download at run time."""
+        from models.augmentation.wordnet_data import use_wordnet, wordnet_ready
 
-        try:
-            use_wordnet(self.settings.cache_dir)
-        except WordNetUnavailable as error:
+        if not wordnet_ready(self.settings.cache_dir):
             # Word substitution is one of several rewrites: go on without it, loudly.
-            log.error("WordNet substitution is off: %s", error)
+            log.error("WordNet is not in %s: word substitution is off (run `streamrec assets fetch`)",
+                      self.settings.cache_dir)  # fmt: skip
             self.augmentation.substitution = None
+            return
+        use_wordnet(self.settings.cache_dir)
 
     async def start(self) -> None:
+        if self.augmentation.substitution is not None:
+            # NLTK reads WordNet on first use (10 s or more): in a thread, not on the event loop.
+            from nltk.corpus import wordnet
+
+            await asyncio.to_thread(wordnet.ensure_loaded)
         await self.client.start()
         self._content_task = asyncio.ensure_future(self._content_loop())
         self._paraphrase_task = asyncio.ensure_future(self._paraphrase_loop())

@@ -22,6 +22,7 @@ just yields no samples (counted), which is the degraded mode.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
@@ -218,13 +219,21 @@ class Augmentation:
         self.texts.update(items)
         rewrites: dict[str, list[str]] = {item: [] for item, _ in items}
         if self.substitution is not None:
-            for item, text in items:
-                rewrites[item] = self.substitution.augment(text, c.substitutions, keep=(keep or {}).get(item, ()))
-                self.rewrites["wordnet"] += len(rewrites[item])
+            # WordNet lookups are pure Python (and the first one loads the corpus): off the event loop.
+            rewrites = await asyncio.to_thread(self._substitute, items, keep or {})
         originals = await self._embed_items(items, rewrites, model)
         if c.paraphrases:
             self._to_paraphrase.extend((item, text, tuple(rewrites[item])) for item, text in items if item in originals)
         return len(originals)
+
+    def _substitute(
+        self, items: Sequence[tuple[str, str]], keep: Mapping[str, Collection[str]]
+    ) -> dict[str, list[str]]:
+        assert self.substitution is not None
+        rewrites = {item: self.substitution.augment(text, self.config.substitutions, keep=keep.get(item, ()))
+                    for item, text in items}  # fmt: skip
+        self.rewrites["wordnet"] += sum(map(len, rewrites.values()))
+        return rewrites
 
     @property
     def paraphrases_waiting(self) -> int:

@@ -86,6 +86,11 @@ def ensure_wordnet(cache_dir: Path) -> Path:
     return nltk_data
 
 
+def wordnet_ready(cache_dir: Path) -> bool:
+    """Whether :func:`ensure_wordnet` has prepared the files (a worker checks this instead of downloading)."""
+    return (wordnet_dir(cache_dir) / _MARKER).is_file()
+
+
 def use_wordnet(cache_dir: Path) -> Path:
     """:func:`ensure_wordnet`, then put its ``nltk_data`` first on ``nltk.data.path``.
 

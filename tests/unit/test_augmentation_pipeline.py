@@ -98,8 +98,10 @@ def test_local_operators_follow_the_adaptive_ratio_and_leave_heavy_users_alone()
 
 def test_llm_expansion_makes_pseudo_labels_the_model_agrees_with_for_sparse_users_only():
     worker = FakeWorker()
-    config = AugmentationConfig(**OFF | {"text": True, "llm": True}, substitutions=0, paraphrases=0, llm_candidates=6)
-    augmentation = Augmentation(config, worker)
+    config = AugmentationConfig(
+        **OFF | {"text": True, "llm": True}, substitutions=0, paraphrases=0, llm_candidates=6, llm_budget_per_s=6
+    )
+    augmentation = Augmentation(config, worker, clock=lambda: 0.0)  # time stands still: no refill
     model = model_with_catalogue(augmentation)
     # teach the model that comedy users like comedies, so that it agrees with the LM
     trainer = OnlineTrainer(model)
@@ -117,6 +119,9 @@ def test_llm_expansion_makes_pseudo_labels_the_model_agrees_with_for_sparse_user
     assert all(s.item_id.startswith("comedy") and s.label == 1.0 for s in positives)
     assert all(not s.item_id.startswith("comedy") and s.label == 0.0 for s in pending if s.kind == "llm_negative")
     assert ("yes_no", 6) in worker.calls
+    # the LM budget (6 prompts a second) is spent: the next expansion is skipped
+    assert asyncio.run(augmentation.expand_sparse([sparse], Access(model))) == 0
+    assert augmentation.llm_skipped["budget"] == 1
 
 
 def test_a_dead_inference_worker_costs_augmented_samples_not_training():
