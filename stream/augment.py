@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -139,15 +140,21 @@ class StreamAugmenter:
                 log.exception("content vectors for %d items failed", len(chunk))
 
     async def _paraphrase_loop(self) -> None:
-        """Refine content vectors with LM paraphrases, a few items at a time, behind the fast pass."""
+        """Refine content vectors with LM paraphrases, a few items at a time, behind the fast pass.
+
+        Paced at ``augment_paraphrases_per_s``: generation is the most expensive request there is,
+        and a CPU inference worker must keep time for embeddings and scoring.
+        """
         while True:
+            started = time.monotonic()
+            waiting = self.augmentation.paraphrases_waiting
             try:
-                done = await self.augmentation.paraphrase_some(self.model, self.PARAPHRASE_CHUNK)
+                await self.augmentation.paraphrase_some(self.model, self.PARAPHRASE_CHUNK)
             except Exception:
                 log.exception("paraphrasing failed")
-                done = 0
-            if not done and not self.augmentation.paraphrases_waiting:
-                await asyncio.sleep(1.0)
+            taken = min(waiting, self.PARAPHRASE_CHUNK)
+            pause = max(1.0, taken / self.settings.augment_paraphrases_per_s) - (time.monotonic() - started)
+            await asyncio.sleep(max(pause, 0.0))
 
     # --- sparse users → LLM pseudo-interactions ----------------------------------------------------------
     def note_step(self, observations: Sequence[Observation]) -> None:

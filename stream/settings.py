@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     augment_negatives_weight: float = Field(default=0.2, ge=0)
     augment_text: bool = Field(default=True, description="Embed item texts (and their rewrites) as content.")
     augment_text_paraphrases: int = Field(default=1, ge=0, description="LM paraphrases per new item text.")
+    augment_paraphrases_per_s: float = Field(
+        default=0.5, gt=0, description="Items paraphrased per second (the LM is slow on a CPU; raise it for a GPU)."
+    )
     augment_text_substitutions: int = Field(default=2, ge=0, description="WordNet rewrites per new item text.")
     augment_llm: bool = Field(default=True, description="LLM-scored pseudo-interactions for sparse users.")
     augment_llm_candidates: int = Field(default=8, ge=1, description="Candidates scored per sparse event.")
