@@ -61,10 +61,21 @@ class TokenBucket:
 
     def take(self, n: int, now: float) -> int:
         """Ask for ``n`` samples at time ``now`` (seconds); returns how many are granted (0..n)."""
+        self._refill(now)
+        granted = max(0, min(n, math.floor(self.tokens + 1e-9)))
+        self.tokens -= granted
+        return granted
+
+    def take_all(self, n: int, now: float) -> bool:
+        """Take ``n`` tokens if there are that many, else none (for work that is all or nothing)."""
+        self._refill(now)
+        if self.tokens + 1e-9 < n:
+            return False
+        self.tokens -= n
+        return True
+
+    def _refill(self, now: float) -> None:
         if self.last_s is not None and now > self.last_s:
             self.tokens = min(float(self.burst), self.tokens + (now - self.last_s) * self.rate_per_s)
         if self.last_s is None or now > self.last_s:
             self.last_s = now
-        granted = max(0, min(n, math.floor(self.tokens + 1e-9)))
-        self.tokens -= granted
-        return granted

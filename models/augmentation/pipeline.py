@@ -98,7 +98,8 @@ class Augmentation:
         self.clock = clock
         self.ratio = AdaptiveRatio(c.max_per_event, c.user_scale, c.item_scale, c.heavy_user_events)
         self.bucket = TokenBucket(c.budget_per_s, burst=c.budget_per_s)
-        self.llm_bucket = TokenBucket(c.llm_budget_per_s, burst=c.llm_budget_per_s)
+        # An expansion asks about llm_candidates items at once: the burst must hold at least that.
+        self.llm_bucket = TokenBucket(c.llm_budget_per_s, burst=max(c.llm_budget_per_s, c.llm_candidates))
         self.views = SequenceViews(SequenceViewsConfig(enabled=c.sequence, weight=c.sequence_weight, seed=c.seed))
         self._model: Recommender | None = None
         self.neighbours = ContentNeighbours(
@@ -310,7 +311,7 @@ class Augmentation:
             if self.cap.used(user_id, o.event.ts / 1000.0) >= c.llm_max_per_user:
                 self.llm_skipped["user_cap"] += 1
                 continue
-            if self.llm_bucket.take(c.llm_candidates, now) < c.llm_candidates:
+            if not self.llm_bucket.take_all(c.llm_candidates, now):
                 self.llm_skipped["budget"] += len(latest) - len(chosen)
                 break
             chosen.append(o)

@@ -40,3 +40,17 @@ def test_token_bucket_ignores_time_going_backwards_and_is_deterministic():
 def test_token_bucket_rejects_negative_rates():
     with pytest.raises(ValueError):
         TokenBucket(rate_per_s=-1, burst=1)
+
+
+def test_take_all_is_all_or_nothing():
+    bucket = TokenBucket(rate_per_s=4, burst=8)
+    assert bucket.take_all(8, now=0.0)
+    assert not bucket.take_all(8, now=1.0)  # 4 tokens back: not enough, and none spent
+    assert bucket.take_all(8, now=2.0)
+
+
+def test_an_llm_budget_below_the_candidates_per_expansion_still_lets_expansions_through():
+    from models.augmentation.pipeline import Augmentation, AugmentationConfig
+
+    augmentation = Augmentation(AugmentationConfig(llm_budget_per_s=4, llm_candidates=8))
+    assert augmentation.llm_bucket.take_all(8, now=0.0)
