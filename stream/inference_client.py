@@ -124,7 +124,9 @@ class InferenceClient:
         self._pending[request.id] = (future, kind, time.perf_counter(), deadline)
         self.stats.sent[kind] += 1
         try:
-            await self.send(self.settings.topic_inference_requests, self.client_id.encode(), request.encode())
+            # Keyed by request id, so requests spread over every partition and so over every
+            # inference worker in the group; results come back keyed by client id.
+            await self.send(self.settings.topic_inference_requests, request.id.encode(), request.encode())
         except Exception:
             self._pending.pop(request.id, None)
             self.stats.dropped[kind] += 1

@@ -7,7 +7,7 @@ requests to expire at their deadline, which is exactly the degraded mode the str
 
 Wire format (UTF-8 JSON, documented in the README):
 
-* request, key ``client``::
+* request, key ``id`` (spread over the partitions, so over the inference workers)::
 
     {"id": "3f2a…", "client": "stream-7a1c…", "kind": "embed", "deadline_ms": 1732370000123,
      "payload": {"text": "Toy Story (1995). Animation, Comedy."}}

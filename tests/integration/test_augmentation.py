@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from typing import Any
 
 import orjson
+from aiokafka import AIOKafkaProducer
 
+from stream.inference_client import InferenceClient
+from tests.integration.conftest import free_port, settings_of
 from tests.integration.test_ingestion import produce, topic_for
 
 GENRES = ["Comedy", "Drama", "Thriller", "Animation", "Romance", "Horror", "Western", "Documentary"]
@@ -107,3 +111,32 @@ def test_augmentation_runs_live_degrades_when_the_inference_worker_dies_and_reco
     assert count(stats, "completed") >= completed_before + 6
     status, model = stream.get("/model")
     assert status == 200 and model["samples_trained"] == 2000  # every real event, despite the outage
+
+
+def test_inference_workers_share_the_requests_as_a_consumer_group(app_settings, start_worker):
+    settings = {**app_settings, "inference_enable_lm": False, "inference_timeout_s": 60}
+    workers = [start_worker(settings, role="augment")]
+    workers.append(start_worker({**settings, "inference_web_port": free_port()}, role="augment"))
+    bootstrap = f"127.0.0.1:{settings['local_kafka_port']}"
+
+    async def ask() -> list[Any]:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await producer.start()
+        client = InferenceClient(settings_of(settings), lambda topic, key, value: producer.send(topic, value, key=key))
+        await client.start()
+        try:
+            texts = [{"text": f"Film number {k}, a comedy"} for k in range(120)]
+            return await client.request_many("embed", texts)
+        finally:
+            await client.stop()
+            await producer.stop()
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # both members joined and own partitions
+        if all(w.get("/stats")[1].get("ready") for w in workers):
+            break
+        time.sleep(0.5)
+    results = asyncio.run(ask())
+    assert all(r is not None and len(r) == 384 for r in results)
+    answered = [w.get("/stats")[1]["answered"] for w in workers]
+    assert sum(answered) == 120 and min(answered) > 0  # each worker took its partitions' share
