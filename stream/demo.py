@@ -88,11 +88,12 @@ async def run_demo(
     if settings.train and settings.augment:
         # The transformer inference worker (CPU here): item texts → content vectors, LM scoring.
         inference = WorkerProcess(settings, role="augment")
-        inference.start()
     worker = WorkerProcess(settings)
-    worker.start()
     ok = False
     try:
+        if inference is not None:
+            inference.start()
+        worker.start()
         async with aiohttp.ClientSession() as session:
             if inference is not None:
                 print("Inference worker loading MiniLM and SmolLM2 on the CPU…", file=out)
@@ -111,9 +112,9 @@ async def run_demo(
                 await asyncio.to_thread(worker.wait)
     finally:
         if not keep_running or not worker.alive():
-            code = worker.stop()
-            print(f"Stream worker stopped (exit code {code}).", file=out)
-            if inference is not None:
+            if worker.process is not None:
+                print(f"Stream worker stopped (exit code {worker.stop()}).", file=out)
+            if inference is not None and inference.process is not None:
                 print(f"Inference worker stopped (exit code {inference.stop()}).", file=out)
             if broker is not None and started_broker:
                 broker.stop()
