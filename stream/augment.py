@@ -115,7 +115,7 @@ class StreamAugmenter:
         await self.client.stop()
 
     async def _infer(self, kind: str, payloads: list[dict[str, Any]]) -> list[Any]:
-        timeout = self.settings.inference_generate_timeout_s if kind == "generate" else None
+        timeout = self.settings.inference_lm_timeout_s if kind in ("generate", "yes_no") else None
         return await self.client.request_many(kind, payloads, timeout)
 
     # --- catalogue → content vectors ------------------------------------------------------------------

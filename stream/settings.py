@@ -117,7 +117,7 @@ class Settings(BaseSettings):
     augment_heavy_user_events: int = Field(default=50, ge=1, description="Users with this many events get none.")
     augment_budget_per_s: float = Field(default=5000.0, gt=0, description="Augmented samples per second, at most.")
     augment_llm_budget_per_s: float = Field(
-        default=4.0, gt=0, description="LM scoring prompts per second (a CPU worker does a few; a GPU thousands)."
+        default=1.0, gt=0, description="LM scoring prompts per second (a CPU worker answers ~1.5; a GPU thousands)."
     )
 
     # --- Inference worker (streamrec worker augment) -------------------------------------------
@@ -137,11 +137,11 @@ class Settings(BaseSettings):
     inference_max_queue: int = Field(default=2048, ge=1, description="Requests queued in the worker, at most.")
     inference_cache_size: int = Field(default=100_000, ge=1, description="Item-text embeddings cached.")
     inference_web_port: int = Field(default=6067, ge=1, le=65535)
-    inference_timeout_s: float = Field(default=10.0, gt=0, description="An embed/score request expires after this.")
-    inference_generate_timeout_s: float = Field(
+    inference_timeout_s: float = Field(default=10.0, gt=0, description="An embedding request expires after this.")
+    inference_lm_timeout_s: float = Field(
         default=120.0,
         gt=0,
-        description="Paraphrase requests (slow on a CPU, not on the training path) expire after this.",
+        description="LM requests (scoring, paraphrases: slow on a CPU, never on the training path) expire after this.",
     )
     inference_max_in_flight: int = Field(default=1024, ge=1, description="Requests a stream worker awaits, at most.")
     inference_max_request_bytes: int = Field(default=64 * 1024, ge=1024)

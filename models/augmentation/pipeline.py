@@ -81,7 +81,7 @@ class AugmentationConfig:
     item_scale: float = 20.0
     heavy_user_events: int = 50
     budget_per_s: float = 5000.0
-    llm_budget_per_s: float = 4.0
+    llm_budget_per_s: float = 1.0
     seed: int = 0
 
     @property
