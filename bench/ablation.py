@@ -45,11 +45,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+from bench.common import observation_batches
 from models.augmentation.pipeline import Augmentation, AugmentationConfig
 from models.augmentation.wordnet_data import use_wordnet
 from models.evaluation import COLD_USER, LONG_TAIL, OVERALL
 from models.recommender import Recommender, RecommenderConfig
-from models.training import RECOMMENDER, Event, Observation, OnlineTrainer
+from models.training import RECOMMENDER, OnlineTrainer
 from stream.augment import catalogue_text, protected_words
 from stream.contract import CatalogueItem
 from stream.datasets import load_ml100k
@@ -134,24 +135,7 @@ async def run_arm(name: str, switches: dict[str, Any], args: argparse.Namespace,
         items = [(item.item_id, catalogue_text(item)) for item in entries]
         await augmentation.add_items(items, access, keep={item.item_id: protected_words(item) for item in entries})
         await augmentation.paraphrase_some(access, args.paraphrase_items)
-    histories: dict[str, list[str]] = {}
-    seen: dict[str, set[str]] = {}
-    batch: list[Observation] = []
-    events = 0
-    for raw in dataset.interaction_events():
-        if args.limit is not None and events >= args.limit:
-            break
-        event = Event(raw["user_id"], raw["item_id"], raw["type"], raw["ts"])
-        history = histories.setdefault(event.user_id, [])
-        user_seen = seen.setdefault(event.user_id, set())
-        batch.append(Observation(event, tuple(history[-args.history :]), frozenset(user_seen)))
-        history.append(event.item_id)
-        user_seen.add(event.item_id)
-        events += 1
-        if len(batch) >= args.batch:
-            await step(trainer, augmentation, access, batch, clock)
-            batch = []
-    if batch:
+    for batch in observation_batches(dataset, args.batch, args.history, args.limit):
         await step(trainer, augmentation, access, batch, clock)
     seconds = time.perf_counter() - started
     table = trainer.table()[RECOMMENDER]

@@ -1,10 +1,14 @@
-"""What the benchmark scripts share: an isolated environment (ports, topics, state) on the local broker."""
+"""What the benchmark scripts share: an isolated environment on the local broker, the in-process replay."""
 
 from __future__ import annotations
 
 import socket
 import tempfile
 import uuid
+from collections.abc import Iterator
+from typing import Any
+
+from models.training import Event, Observation
 
 
 def free_port() -> int:
@@ -33,3 +37,27 @@ def bench_env(partitions: int = 4, **extra: str) -> dict[str, str]:
     }
     env.update({f"STREAMREC_{k.upper()}": v for k, v in extra.items()})
     return env
+
+
+def observation_batches(dataset: Any, batch_size: int, history_length: int, limit: int | None = None
+                        ) -> Iterator[list[Observation]]:  # fmt: skip
+    """A dataset's events in time order, in micro-batches, each with the user's history (the last
+    ``history_length`` items) and seen items from just before it, as the stream worker's user state
+    keeps them (clicks and purchases alike)."""
+    histories: dict[str, list[str]] = {}
+    seen: dict[str, set[str]] = {}
+    batch: list[Observation] = []
+    for events, raw in enumerate(dataset.interaction_events()):
+        if limit is not None and events >= limit:
+            break
+        event = Event(raw["user_id"], raw["item_id"], raw["type"], raw["ts"])
+        history = histories.setdefault(event.user_id, [])
+        user_seen = seen.setdefault(event.user_id, set())
+        batch.append(Observation(event, tuple(history[-history_length:]), frozenset(user_seen)))
+        history.append(event.item_id)
+        user_seen.add(event.item_id)
+        if len(batch) >= batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

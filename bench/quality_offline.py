@@ -22,10 +22,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import observation_batches
 from models.baselines import default_baselines
 from models.evaluation import COLD_USER, LONG_TAIL, OVERALL
 from models.recommender import Recommender, RecommenderConfig
-from models.training import RECOMMENDER, Event, Observation, OnlineTrainer
+from models.training import RECOMMENDER, OnlineTrainer
 from stream.datasets import load_ml100k
 
 
@@ -41,26 +42,11 @@ def main() -> None:
 
     dataset = load_ml100k()
     trainer = OnlineTrainer(Recommender(RecommenderConfig(dim=args.dim, seed=args.seed)), default_baselines(args.seed))
-    histories: dict[str, list[str]] = {}
-    seen: dict[str, set[str]] = {}
-    batch: list[Observation] = []
     started = time.perf_counter()
     events = 0
-    for raw in dataset.interaction_events():
-        if args.limit is not None and events >= args.limit:
-            break
-        event = Event(raw["user_id"], raw["item_id"], raw["type"], raw["ts"])
-        history = histories.setdefault(event.user_id, [])
-        user_seen = seen.setdefault(event.user_id, set())
-        batch.append(Observation(event, tuple(history[-args.history :]), frozenset(user_seen)))
-        history.append(event.item_id)  # as the stream worker's user state: clicks and purchases
-        user_seen.add(event.item_id)
-        events += 1
-        if len(batch) >= args.batch:
-            trainer.step(batch)
-            batch = []
-    if batch:
+    for batch in observation_batches(dataset, args.batch, args.history, args.limit):
         trainer.step(batch)
+        events += len(batch)
     seconds = time.perf_counter() - started
 
     table = trainer.table()
