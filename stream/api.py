@@ -30,6 +30,7 @@ from models.serving import parse_k, recommend_for
 from stream.augment import StreamAugmenter
 from stream.ingest import IngestStats
 from stream.learner import Learner
+from stream.metrics import StreamWorkerCollector, exposition, registry_with
 from stream.publisher import EmbeddingPublisher
 from stream.user_state import history_items, seen_items
 
@@ -47,6 +48,16 @@ def register_views(
     class Health(View):
         async def get(self, request: Request) -> Response:
             return self.json({"status": "ok", "time": time.time()})
+
+    registry = registry_with(StreamWorkerCollector(stats, learner, publisher, augmenter))
+
+    @app.page("/metrics")
+    class Metrics(View):
+        """Prometheus text format (see stream/metrics.py for the names)."""
+
+        async def get(self, request: Request) -> Response:
+            body, content_type = exposition(registry)
+            return self.bytes(body, headers={"Content-Type": content_type})
 
     @app.page("/stats")
     class Stats(View):

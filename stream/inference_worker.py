@@ -35,6 +35,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from models.inference import CausalLM, DynamicBatcher, EmbeddingCache, Expired, QueueFull, TextEncoder
 from stream.inference_protocol import InferenceRequest, InferenceResult, InvalidRequest, length_of, now_ms
 from stream.kafka_admin import ensure_topics, start_client
+from stream.metrics import InferenceWorkerCollector, exposition, registry_with
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ class InferenceWorker:
         self.batchers: dict[str, DynamicBatcher] = {}  # by request kind (one batcher per model)
         self.ready = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._registry = registry_with(InferenceWorkerCollector(self))
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -210,6 +212,7 @@ class InferenceWorker:
         app = web.Application()
         app.router.add_get("/health", self._health)
         app.router.add_get("/stats", self._stats)
+        app.router.add_get("/metrics", self._metrics)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, self.settings.web_host, self.settings.inference_web_port).start()
@@ -218,6 +221,10 @@ class InferenceWorker:
     async def _health(self, request: web.Request) -> web.Response:
         status = 200 if self.ready else 503
         return web.json_response({"status": "ok" if self.ready else "starting", "worker": self.name}, status=status)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body, content_type = exposition(self._registry)
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def _stats(self, request: web.Request) -> web.Response:
         body: dict[str, Any] = {"worker": self.name, "ready": self.ready, "in_flight": len(self._tasks)}

@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import urllib.request
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from stream.inference_client import InferenceClient
 from tests.integration.conftest import free_port, settings_of
@@ -111,6 +113,31 @@ def test_augmentation_runs_live_degrades_when_the_inference_worker_dies_and_reco
     assert count(stats, "completed") >= completed_before + 6
     status, model = stream.get("/model")
     assert status == 200 and model["samples_trained"] == 2000  # every real event, despite the outage
+
+    # 4. The same figures on /metrics, as Prometheus scrapes them.
+    samples = scrape(stream.web_url)
+    assert samples[("streamrec_training_samples_total", ())] == 2000
+    assert samples[("streamrec_items_with_content", ())] == 18
+    assert samples[("streamrec_augmented_samples_generated_total", (("kind", "seq_crop"),))] > 0
+    expired = samples[("streamrec_inference_requests_total", (("kind", "embed"), ("outcome", "expired")))]
+    assert expired == count(stats, "expired") >= 8
+    assert samples[("streamrec_events_consumed_total", (("topic", settings["topic_clicks"]),))] > 0
+    assert ("streamrec_prequential_hr_at_10", (("model", "streamrec"), ("slice", "overall"))) in samples
+    revived = scrape(f"http://127.0.0.1:{settings['inference_web_port']}")
+    assert revived[("streamrec_inference_handled_total", (("outcome", "answered"),))] >= 6
+    assert revived[("streamrec_inference_ready", ())] == 1.0
+
+
+def scrape(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """``{(sample name, sorted labels): value}`` from a ``/metrics`` endpoint, parsed by prometheus_client."""
+    with urllib.request.urlopen(base_url + "/metrics", timeout=10) as response:
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def test_inference_workers_share_the_requests_as_a_consumer_group(app_settings, start_worker):

@@ -1,0 +1,184 @@
+"""Prometheus metrics of both workers, read from the counters they already keep.
+
+A custom collector rather than instrumenting every hot path: the workers already count what they
+do (``IngestStats``, ``LearnerStats``, the evaluator, the publisher, the augmentation and inference
+stats) for ``/stats``, so a scrape turns those into metric families in one place, with names by
+Prometheus's conventions (base units, ``_total`` counters, bounded label sets: topics, reasons,
+kinds, slices and models are all small closed sets). Each process has its own registry and
+serves it on ``GET /metrics``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+PREFIX = "streamrec"
+
+
+def counter(name: str, doc: str, labels: list[str] | None = None) -> CounterMetricFamily:
+    return CounterMetricFamily(f"{PREFIX}_{name}", doc, labels=labels)
+
+
+def gauge(name: str, doc: str, labels: list[str] | None = None) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"{PREFIX}_{name}", doc, labels=labels)
+
+
+def labelled(family: Any, values: dict[str, float]) -> Any:
+    for key, value in sorted(values.items()):
+        family.add_metric([str(key)], float(value))
+    return family
+
+
+class StreamWorkerCollector(Collector):
+    """Metrics of the stream worker: ingestion, training, evaluation, publishing, augmentation."""
+
+    def __init__(self, ingest: Any, learner: Any = None, publisher: Any = None, augmenter: Any = None) -> None:
+        self.ingest = ingest
+        self.learner = learner
+        self.publisher = publisher
+        self.augmenter = augmenter
+
+    def collect(self) -> Iterator[Metric]:
+        s = self.ingest
+        yield labelled(counter("events_consumed", "Records consumed, by source topic.", ["topic"]), s.consumed)
+        yield labelled(counter("dead_letters", "Invalid events sent to the dead-letter topic.", ["reason"]),
+                       s.dead_letters)  # fmt: skip
+        applied = counter("events_applied", "Valid events applied to the tables, by kind.", ["kind"])
+        applied.add_metric(["interaction"], s.applied_interactions)
+        applied.add_metric(["catalogue"], s.applied_catalogue)
+        yield applied
+        yield _single(counter("events_redelivered", "Events read again after a restart, already applied."),
+                      s.redelivered)  # fmt: skip
+        yield _single(counter("events_misrouted", "Events re-keyed to their user's partition."), s.forwarded_misrouted)
+        if self.learner is not None:
+            yield from self._training()
+        if self.publisher is not None:
+            yield from self._publishing()
+        if self.augmenter is not None:
+            yield from self._augmentation()
+
+    def _training(self) -> Iterator[Metric]:
+        learner, trainer = self.learner, self.learner.trainer
+        model = learner.model
+        yield _single(counter("training_samples", "Real events trained on."), model.samples_trained)
+        yield labelled(counter("augmented_samples_trained", "Augmented samples trained on, by kind.", ["kind"]),
+                       dict(model.augmented_trained))  # fmt: skip
+        yield _single(counter("training_steps", "Training steps (micro-batches)."), learner.stats.steps)
+        yield _single(
+            counter("training_step_seconds", "Time spent inside training steps."), learner.stats.train_seconds
+        )
+        yield _single(gauge("training_loss", "Mean loss of the last training step."), learner.stats.last_loss)
+        yield _single(gauge("model_version", "Optimisation steps the model has taken."), model.version)
+        yield _single(counter("checkpoints", "Checkpoints written."), learner.stats.checkpoints)
+        yield _single(counter("checkpoint_errors", "Checkpoints that failed."), learner.stats.checkpoint_errors)
+        if learner.stats.last_checkpoint_at is not None:
+            yield _single(gauge("checkpoint_age_seconds", "Seconds since the last checkpoint was written."),
+                          time.time() - learner.stats.last_checkpoint_at)  # fmt: skip
+        yield _single(counter("drift_alarms", "ADWIN alarms on the prequential loss."), trainer.drift.alarms)
+        not_scored = counter("events_not_scored", "Clicks trained on but not scored, by reason.", ["reason"])
+        not_scored.add_metric(["unrankable"], trainer.unrankable)
+        not_scored.add_metric(["late"], trainer.late)
+        yield not_scored
+        hr = gauge("prequential_hr_at_10", "HR@10 over the rolling window, scored before training.", ["model", "slice"])
+        ndcg = gauge("prequential_ndcg_at_10", "NDCG@10 over the rolling window.", ["model", "slice"])
+        scored = counter("prequential_scored_events", "Events scored before training.", ["model", "slice"])
+        for slice_name, row in trainer.evaluator.report().items():
+            hr.add_metric(["streamrec", slice_name], row["hr@10_rolling"])
+            ndcg.add_metric(["streamrec", slice_name], row["ndcg@10_rolling"])
+            scored.add_metric(["streamrec", slice_name], row["n"])
+        yield from (hr, ndcg, scored)
+
+    def _publishing(self) -> Iterator[Metric]:
+        stats = self.publisher.stats
+        published = counter("embeddings_published", "Embedding records sent to the output topic.", ["entity"])
+        published.add_metric(["user"], stats.published_users)
+        published.add_metric(["item"], stats.published_items)
+        yield published
+        yield _single(counter("embedding_tombstones", "Tombstones for expired entities."), stats.tombstones)
+        quantiles = stats.latency.quantiles()
+        latency = gauge("event_to_embedding_seconds", "Event to embedding published, recent window.", ["quantile"])
+        for name, value in quantiles.items():
+            if value is not None and name.startswith("p"):
+                latency.add_metric([f"0.{name[1:]}"], value)
+        yield latency
+
+    def _augmentation(self) -> Iterator[Metric]:
+        augmenter = self.augmenter
+        augmentation, client = augmenter.augmentation, augmenter.client
+        yield labelled(counter("augmented_samples_generated", "Augmented samples made, by kind.", ["kind"]),
+                       dict(augmentation.generated))  # fmt: skip
+        requests = counter("inference_requests", "Inference requests by kind and outcome.", ["kind", "outcome"])
+        for outcome in ("sent", "completed", "failed", "expired", "dropped"):
+            for kind, n in sorted(getattr(client.stats, outcome).items()):
+                requests.add_metric([kind, outcome], n)
+        yield requests
+        yield _single(gauge("inference_requests_in_flight", "Requests awaiting a result."), client.in_flight)
+        yield _single(gauge("inference_degraded", "1 when no inference result arrived recently."),
+                      float(not client.available()))  # fmt: skip
+        yield _single(gauge("items_with_content", "Items with a content vector from their text."),
+                      augmentation.items_with_content)  # fmt: skip
+
+
+class InferenceWorkerCollector(Collector):
+    """Metrics of the inference worker: requests, batches, queue depth, cache."""
+
+    def __init__(self, worker: Any) -> None:
+        self.worker = worker
+
+    def collect(self) -> Iterator[Metric]:
+        w = self.worker
+        s = w.stats
+        yield labelled(counter("inference_received", "Requests received, by kind.", ["kind"]), dict(s.received))
+        outcomes = counter("inference_handled", "Requests by outcome.", ["outcome"])
+        for outcome, n in (("answered", s.answered), ("failed", s.failed), ("invalid", s.invalid),
+                           ("expired_on_arrival", s.expired_on_arrival), ("expired_in_queue", s.expired_in_queue),
+                           ("rejected", s.rejected)):  # fmt: skip
+            outcomes.add_metric([outcome], n)
+        yield outcomes
+        batches = counter("inference_batches", "Model batches run, by model.", ["model"])
+        batched = counter("inference_batched_requests", "Requests run in batches, by model.", ["model"])
+        depth = gauge("inference_queue_depth", "Requests waiting for a batch, by model.", ["model"])
+        for model, batcher in _batchers(w).items():
+            stats = batcher.stats
+            batches.add_metric([model], stats.batches)
+            batched.add_metric([model], sum(size * n for size, n in stats.batch_sizes.items()))
+            depth.add_metric([model], stats.queue_depth)
+        yield from (batches, batched, depth)
+        yield _single(gauge("inference_ready", "1 once the models are loaded and requests are consumed."),
+                      float(w.ready))  # fmt: skip
+        if w.models is not None:
+            cache = w.models.cache
+            lookups = counter("inference_cache_lookups", "Embedding cache lookups.", ["result"])
+            lookups.add_metric(["hit"], cache.hits)
+            lookups.add_metric(["miss"], cache.misses)
+            yield lookups
+
+
+def _batchers(worker: Any) -> dict[str, Any]:
+    """``{"encoder": batcher, "lm": batcher}``: one per model, whatever kinds it serves."""
+    found = {}
+    for kind, batcher in worker.batchers.items():
+        found["encoder" if kind == "embed" else "lm"] = batcher
+    return found
+
+
+def _single(family: Any, value: float) -> Any:
+    family.add_metric([], float(value))
+    return family
+
+
+def registry_with(collector: Collector) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return registry
+
+
+def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:
+    """The text format body and its content type, for a ``/metrics`` handler."""
+    return generate_latest(registry), CONTENT_TYPE_LATEST
