@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 PREFIX = "streamrec"
@@ -101,12 +101,17 @@ class StreamWorkerCollector(Collector):
         published.add_metric(["item"], stats.published_items)
         yield published
         yield _single(counter("embedding_tombstones", "Tombstones for expired entities."), stats.tombstones)
-        quantiles = stats.latency.quantiles()
-        latency = gauge("event_to_embedding_seconds", "Event to embedding published, recent window.", ["quantile"])
-        for name, value in quantiles.items():
-            if value is not None and name.startswith("p"):
-                latency.add_metric([f"0.{name[1:]}"], value)
-        yield latency
+        window = stats.latency
+        cumulative, buckets = 0, []
+        for bound, n in zip(window.buckets, window.bucket_counts, strict=True):
+            cumulative += n
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        yield HistogramMetricFamily(
+            f"{PREFIX}_event_to_embedding_seconds",
+            "From an event's arrival in Kafka to the broker's acknowledgement of the embedding it moved.",
+            buckets=buckets,
+            sum_value=window.total_s,
+        )
 
     def _augmentation(self) -> Iterator[Metric]:
         augmenter = self.augmenter

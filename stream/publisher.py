@@ -19,6 +19,7 @@ whose state lives on another worker are published by that worker.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -43,8 +44,14 @@ class LatencyWindow:
     size: int = 20_000
     values: list[float] = field(default_factory=list)
     count: int = 0
+    total_s: float = 0.0
+    # Cumulative-from-start bucket counts for Prometheus (upper bounds in seconds; the last is +Inf).
+    buckets: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, float("inf"))
+    bucket_counts: list[int] = field(default_factory=lambda: [0] * 12)
 
     def add(self, seconds: float) -> None:
+        self.total_s += seconds
+        self.bucket_counts[bisect.bisect_left(self.buckets, seconds)] += 1
         self.count += 1
         if len(self.values) >= self.size:
             self.values[self.count % self.size] = seconds

@@ -1,0 +1,48 @@
+"""The /metrics exposition: names, labels and values taken from the workers' own counters."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from stream.ingest import IngestStats
+from stream.metrics import StreamWorkerCollector, exposition, registry_with
+from stream.publisher import LatencyWindow, PublisherStats
+
+
+def samples(collector) -> dict:
+    body, content_type = exposition(registry_with(collector))
+    assert content_type.startswith("text/plain")
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
+
+
+def test_ingestion_counters_are_exposed_with_bounded_labels():
+    stats = IngestStats()
+    stats.consumed.update({"streamrec.clicks": 7, "streamrec.purchases": 2})
+    stats.dead_letters.update({"missing_field": 3})
+    stats.applied_interactions = 6
+    found = samples(StreamWorkerCollector(stats))
+    assert found[("streamrec_events_consumed_total", (("topic", "streamrec.clicks"),))] == 7
+    assert found[("streamrec_dead_letters_total", (("reason", "missing_field"),))] == 3
+    assert found[("streamrec_events_applied_total", (("kind", "interaction"),))] == 6
+    assert not any(name.startswith("streamrec_training") for name, _ in found)  # no learner, no training metrics
+
+
+def test_event_to_embedding_latency_is_a_cumulative_histogram():
+    window = LatencyWindow()
+    for seconds in (0.01, 0.3, 0.3, 4.0, 500.0):
+        window.add(seconds)
+    publisher = SimpleNamespace(stats=PublisherStats(published_users=2, published_items=5, latency=window))
+    found = samples(StreamWorkerCollector(IngestStats(), publisher=publisher))
+    bucket = "streamrec_event_to_embedding_seconds_bucket"
+    assert found[(bucket, (("le", "0.05"),))] == 1
+    assert found[(bucket, (("le", "0.5"),))] == 3
+    assert found[(bucket, (("le", "5.0"),))] == 4
+    assert found[(bucket, (("le", "+Inf"),))] == found[("streamrec_event_to_embedding_seconds_count", ())] == 5
+    assert abs(found[("streamrec_event_to_embedding_seconds_sum", ())] - 504.61) < 1e-9
+    assert found[("streamrec_embeddings_published_total", (("entity", "item"),))] == 5
