@@ -30,7 +30,7 @@ from models.serving import parse_k, recommend_for
 from stream.augment import StreamAugmenter
 from stream.ingest import IngestStats
 from stream.learner import Learner
-from stream.metrics import StreamWorkerCollector, exposition, registry_with
+from stream.metrics import HttpSensor, HttpStats, StreamWorkerCollector, exposition, registry_with
 from stream.publisher import EmbeddingPublisher
 from stream.user_state import history_items, seen_items
 
@@ -49,7 +49,9 @@ def register_views(
         async def get(self, request: Request) -> Response:
             return self.json({"status": "ok", "time": time.time()})
 
-    registry = registry_with(StreamWorkerCollector(stats, learner, publisher, augmenter))
+    http = HttpStats()
+    app.sensors.add(HttpSensor(http))
+    registry = registry_with(StreamWorkerCollector(stats, learner, publisher, augmenter, http))
 
     @app.page("/metrics")
     class Metrics(View):

@@ -10,10 +10,13 @@ serves it on ``GET /metrics``.
 
 from __future__ import annotations
 
+import bisect
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+from faust.sensors import Sensor
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -38,8 +41,11 @@ def labelled(family: Any, values: dict[str, float]) -> Any:
 class StreamWorkerCollector(Collector):
     """Metrics of the stream worker: ingestion, training, evaluation, publishing, augmentation."""
 
-    def __init__(self, ingest: Any, learner: Any = None, publisher: Any = None, augmenter: Any = None) -> None:
+    def __init__(
+        self, ingest: Any, learner: Any = None, publisher: Any = None, augmenter: Any = None, http: Any = None
+    ) -> None:
         self.ingest = ingest
+        self.http = http
         self.learner = learner
         self.publisher = publisher
         self.augmenter = augmenter
@@ -62,6 +68,8 @@ class StreamWorkerCollector(Collector):
             yield from self._publishing()
         if self.augmenter is not None:
             yield from self._augmentation()
+        if self.http is not None:
+            yield from http_metrics(self.http)
 
     def _training(self) -> Iterator[Metric]:
         learner, trainer = self.learner, self.learner.trainer
@@ -128,6 +136,57 @@ class StreamWorkerCollector(Collector):
                       float(not client.available()))  # fmt: skip
         yield _single(gauge("items_with_content", "Items with a content vector from their text."),
                       augmentation.items_with_content)  # fmt: skip
+
+
+# Upper bounds (seconds) of the request-duration histogram; the last is +Inf.
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, float("inf"))
+
+
+class HttpStats:
+    """Requests and their durations per route template (``/recommend/{user_id}``: a bounded set) and status."""
+
+    def __init__(self) -> None:
+        self.requests: Counter[tuple[str, str, str]] = Counter()  # (route, method, status)
+        self.buckets: dict[str, list[int]] = {}
+        self.sums: Counter[str] = Counter()
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.requests[(route, method, str(status))] += 1
+        counts = self.buckets.setdefault(route, [0] * len(HTTP_BUCKETS))
+        counts[bisect.bisect_left(HTTP_BUCKETS, seconds)] += 1
+        self.sums[route] += seconds
+
+
+class HttpSensor(Sensor):
+    """A Faust sensor: Faust calls it around every web request, whichever view serves it."""
+
+    def __init__(self, stats: HttpStats) -> None:
+        super().__init__()
+        self.stats = stats
+
+    def on_web_request_end(self, app: Any, request: Any, response: Any, state: dict, *, view: Any = None) -> None:
+        resource = getattr(request.match_info.route, "resource", None)
+        route = resource.canonical if resource is not None else "unmatched"
+        status = response.status if response is not None else 500
+        self.stats.observe(route, request.method, status, time.monotonic() - state["time_start"])
+
+
+def http_metrics(stats: HttpStats) -> Iterator[Metric]:
+    requests = counter("http_requests", "HTTP requests by route template, method and status.",
+                       ["route", "method", "status"])  # fmt: skip
+    for (route, method, status), n in sorted(stats.requests.items()):
+        requests.add_metric([route, method, status], n)
+    yield requests
+    duration = HistogramMetricFamily(
+        f"{PREFIX}_http_request_duration_seconds", "HTTP request durations by route template.", labels=["route"]
+    )
+    for route, counts in sorted(stats.buckets.items()):
+        cumulative, buckets = 0, []
+        for bound, n in zip(HTTP_BUCKETS, counts, strict=True):
+            cumulative += n
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        duration.add_metric([route], buckets, stats.sums[route])
+    yield duration
 
 
 class InferenceWorkerCollector(Collector):

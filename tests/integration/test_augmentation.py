@@ -123,6 +123,9 @@ def test_augmentation_runs_live_degrades_when_the_inference_worker_dies_and_reco
     assert expired == count(stats, "expired") >= 8
     assert samples[("streamrec_events_consumed_total", (("topic", settings["topic_clicks"]),))] > 0
     assert ("streamrec_prequential_hr_at_10", (("model", "streamrec"), ("slice", "overall"))) in samples
+    stats_requests = (("method", "GET"), ("route", "/stats"), ("status", "200"))
+    assert samples[("streamrec_http_requests_total", stats_requests)] > 10  # this test polled /stats
+    assert samples[("streamrec_http_request_duration_seconds_count", (("route", "/stats"),))] > 10
     published = samples[("streamrec_event_to_embedding_seconds_count", ())]
     assert published > 0 and samples[("streamrec_event_to_embedding_seconds_bucket", (("le", "+Inf"),))] == published
     revived = scrape(f"http://127.0.0.1:{settings['inference_web_port']}")

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream.ingest import IngestStats
-from stream.metrics import StreamWorkerCollector, exposition, registry_with
+from stream.metrics import HttpStats, StreamWorkerCollector, exposition, registry_with
 from stream.publisher import LatencyWindow, PublisherStats
 
 
@@ -46,3 +46,16 @@ def test_event_to_embedding_latency_is_a_cumulative_histogram():
     assert found[(bucket, (("le", "+Inf"),))] == found[("streamrec_event_to_embedding_seconds_count", ())] == 5
     assert abs(found[("streamrec_event_to_embedding_seconds_sum", ())] - 504.61) < 1e-9
     assert found[("streamrec_embeddings_published_total", (("entity", "item"),))] == 5
+
+
+def test_http_requests_are_counted_by_route_template_and_status():
+    http = HttpStats()
+    http.observe("/recommend/{user_id}", "GET", 200, 0.003)
+    http.observe("/recommend/{user_id}", "GET", 200, 0.2)
+    http.observe("/recommend/{user_id}", "GET", 400, 0.001)
+    found = samples(StreamWorkerCollector(IngestStats(), http=http))
+    ok = (("method", "GET"), ("route", "/recommend/{user_id}"), ("status", "200"))
+    assert found[("streamrec_http_requests_total", ok)] == 2
+    route = (("route", "/recommend/{user_id}"),)
+    assert found[("streamrec_http_request_duration_seconds_count", route)] == 3
+    assert found[("streamrec_http_request_duration_seconds_bucket", (("le", "0.005"), *route))] == 2
