@@ -101,7 +101,9 @@ class Augmentation:
         # An expansion asks about llm_candidates items at once: the burst must hold at least that.
         self.llm_bucket = TokenBucket(c.llm_budget_per_s, burst=max(c.llm_budget_per_s, c.llm_candidates))
         self.views = SequenceViews(SequenceViewsConfig(enabled=c.sequence, weight=c.sequence_weight, seed=c.seed))
-        self._model: Recommender | None = None
+        self._model: Recommender | None = None  # the step's model, while step_samples runs
+        self._popularity_cache: tuple[list[str], np.ndarray] | None = None  # per step
+        self._turn = 0  # which operator gets an event's first share (rotates)
         self.neighbours = ContentNeighbours(
             lambda item, k: self._model.content_neighbours(item, k) if self._model is not None else [],
             ContentNeighboursConfig(
@@ -180,8 +182,6 @@ class Augmentation:
         self._turn += 1
         return shares
 
-    _turn: int = 0
-
     def take_pending(self) -> list[Sample]:
         taken = list(self._pending)
         self._pending.clear()
@@ -195,8 +195,6 @@ class Augmentation:
             index = torch.tensor(rows, dtype=torch.long)
             self._popularity_cache = (item_ids, model.popularity[index].cpu().numpy())
         return self._popularity_cache
-
-    _popularity_cache: tuple[list[str], np.ndarray] | None = None
 
     # --- beside the stream: content vectors from item texts -----------------------------------------
     async def add_items(
