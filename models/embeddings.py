@@ -10,8 +10,8 @@ latest vector of every entity and a consumer can rebuild a vector index from it.
   i64 updated_at_ms, u16 id length``, the UTF-8 id and ``dim`` float32 values.
 
 :class:`ChangeTracker` publishes an entity only when its vector moved by more than a relative
-threshold since it was last published; :class:`TokenBucket` caps records per second. Both are pure
-(time is passed in) so the agent's behaviour is tested without Kafka.
+threshold since it was last published (records per second are capped by
+:class:`models.rate_limit.TokenBucket`). Pure, so the agent's behaviour is tested without Kafka.
 """
 
 from __future__ import annotations
@@ -102,23 +102,3 @@ class ChangeTracker:
 
     def forget(self, key: str) -> None:
         self._published.pop(key, None)
-
-
-class TokenBucket:
-    """At most ``rate`` tokens per second on average, bursts up to ``burst``."""
-
-    def __init__(self, rate: float, burst: float | None = None, now_s: float = 0.0) -> None:
-        if rate <= 0:
-            raise ValueError("rate must be positive")
-        self.rate = rate
-        self.burst = burst if burst is not None else rate
-        self.tokens = self.burst
-        self.updated = now_s
-
-    def take(self, wanted: int, now_s: float) -> int:
-        """Grant up to ``wanted`` tokens now; the rest must wait for a later call."""
-        self.tokens = min(self.burst, self.tokens + (now_s - self.updated) * self.rate)
-        self.updated = now_s
-        granted = min(wanted, int(self.tokens))
-        self.tokens -= granted
-        return granted

@@ -20,7 +20,6 @@ from typing import Any
 
 import faust
 
-from models.training import Observation
 from stream.api import register_views
 from stream.augment import StreamAugmenter
 from stream.contract import Limits
@@ -141,7 +140,7 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
         assert learner is not None and publisher is not None
         report = await learner.learn(training_events, positions)
         if augmenter is not None:
-            augmenter.note_step([Observation(e.interaction, e.history, e.seen, e.late) for e in training_events])
+            augmenter.note_step([e.observation() for e in training_events])
         _note_moved(learner, publisher, training_events)
         if report.expired_users or report.expired_items:
             await publisher.retire(report.expired_users, report.expired_items)

@@ -204,7 +204,7 @@ class InferenceWorker:
             self.stats.failed += 1
             log.exception("inference request %s (%s) failed", request.id, request.kind)
             result = InferenceResult(request.id, request.client, False, error=type(error).__name__, worker=self.name)
-        result = _with_timing(result, (time.perf_counter() - started) * 1000.0)
+        result = dataclasses.replace(result, latency_ms=round((time.perf_counter() - started) * 1000.0, 3))
         await producer.send(self.settings.topic_inference_results, result.encode(), key=request.client.encode("utf-8"))
 
     # --- HTTP: /health and /stats --------------------------------------------------------------------
@@ -240,10 +240,6 @@ class InferenceWorker:
             "/".join(kinds_of[id(b)]): b.stats.as_dict() for b in {id(b): b for b in self.batchers.values()}.values()
         }
         return web.json_response(body)
-
-
-def _with_timing(result: InferenceResult, total_ms: float) -> InferenceResult:
-    return dataclasses.replace(result, latency_ms=round(total_ms, 3))
 
 
 def run_inference_worker(settings: Settings) -> None:

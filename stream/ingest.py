@@ -26,6 +26,7 @@ from aiokafka.partitioner import murmur2
 from faust.streams import _current_event
 from faust.types import EventT
 
+from models.training import Observation
 from stream.contract import CatalogueItem, Interaction, InvalidEvent, Limits, parse_catalogue_item, parse_interaction
 from stream.dead_letters import SourcePosition, headers_for
 from stream.user_state import apply_interactions, event_time_order
@@ -102,6 +103,10 @@ class TrainingEvent:
     offset: int
     timestamp_ms: int  # the Kafka record's timestamp: when the event entered the system
     late: bool = False  # read after a later event of its user: trained on, not scored (see user_state)
+
+    def observation(self) -> Observation:
+        """What the trainer and the augmentation see of it."""
+        return Observation(self.interaction, self.history, self.seen, self.late)
 
 
 def next_offsets(events: Sequence[EventT]) -> dict[tuple[str, int], int]:

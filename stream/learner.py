@@ -145,7 +145,7 @@ class Learner:
 
     async def _learn(self, events: Sequence[TrainingEvent], positions: dict[tuple[str, int], int]) -> StepReport:
         fresh = [e for e in events if e.offset >= self.trained.get((e.topic, e.partition), 0)]
-        observations = [Observation(e.interaction, e.history, e.seen, e.late) for e in fresh]
+        observations = [e.observation() for e in fresh]
         async with self.guarded.lock:
             started = time.perf_counter()
             report = await asyncio.to_thread(self._step, observations)

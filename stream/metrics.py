@@ -109,16 +109,12 @@ class StreamWorkerCollector(Collector):
         published.add_metric(["item"], stats.published_items)
         yield published
         yield _single(counter("embedding_tombstones", "Tombstones for expired entities."), stats.tombstones)
-        window = stats.latency
-        cumulative, buckets = 0, []
-        for bound, n in zip(window.buckets, window.bucket_counts, strict=True):
-            cumulative += n
-            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        histogram = stats.latency.histogram
         yield HistogramMetricFamily(
             f"{PREFIX}_event_to_embedding_seconds",
             "From an event's arrival in Kafka to the broker's acknowledgement of the embedding it moved.",
-            buckets=buckets,
-            sum_value=window.total_s,
+            buckets=histogram.cumulative(),
+            sum_value=histogram.sum,
         )
 
     def _augmentation(self) -> Iterator[Metric]:
@@ -138,8 +134,32 @@ class StreamWorkerCollector(Collector):
                       augmentation.items_with_content)  # fmt: skip
 
 
-# Upper bounds (seconds) of the request-duration histogram; the last is +Inf.
-HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, float("inf"))
+class Histogram:
+    """Counts per bucket and a sum, kept by the code that measures; turned into a metric on scrape.
+
+    ``bounds`` are the buckets' upper bounds in seconds, ascending; a +Inf bucket is added.
+    """
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = (*bounds, float("inf"))
+        self.counts = [0] * len(self.bounds)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def cumulative(self) -> list[tuple[str, int]]:
+        """``[(le, count of values <= le)]`` as Prometheus's histogram families take them."""
+        total, out = 0, []
+        for bound, n in zip(self.bounds, self.counts, strict=True):
+            total += n
+            out.append(("+Inf" if bound == float("inf") else repr(bound), total))
+        return out
+
+
+LATENCY_BOUNDS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+HTTP_BOUNDS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class HttpStats:
@@ -147,14 +167,11 @@ class HttpStats:
 
     def __init__(self) -> None:
         self.requests: Counter[tuple[str, str, str]] = Counter()  # (route, method, status)
-        self.buckets: dict[str, list[int]] = {}
-        self.sums: Counter[str] = Counter()
+        self.durations: dict[str, Histogram] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests[(route, method, str(status))] += 1
-        counts = self.buckets.setdefault(route, [0] * len(HTTP_BUCKETS))
-        counts[bisect.bisect_left(HTTP_BUCKETS, seconds)] += 1
-        self.sums[route] += seconds
+        self.durations.setdefault(route, Histogram(HTTP_BOUNDS_S)).observe(seconds)
 
 
 class HttpSensor(Sensor):
@@ -180,12 +197,8 @@ def http_metrics(stats: HttpStats) -> Iterator[Metric]:
     duration = HistogramMetricFamily(
         f"{PREFIX}_http_request_duration_seconds", "HTTP request durations by route template.", labels=["route"]
     )
-    for route, counts in sorted(stats.buckets.items()):
-        cumulative, buckets = 0, []
-        for bound, n in zip(HTTP_BUCKETS, counts, strict=True):
-            cumulative += n
-            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
-        duration.add_metric([route], buckets, stats.sums[route])
+    for route, histogram in sorted(stats.durations.items()):
+        duration.add_metric([route], histogram.cumulative(), histogram.sum)
     yield duration
 
 

@@ -5,7 +5,7 @@ After each training step the learner reports whose parameters moved; those entit
 published. :meth:`EmbeddingPublisher.flush` (after every step, and on a timer for what the rate
 limit held back) computes their current vectors under the model lock, drops those that moved less
 than the threshold since their last record (:class:`models.embeddings.ChangeTracker`), takes
-tokens from the rate limit (:class:`models.embeddings.TokenBucket`) and sends the rest, oldest
+tokens from the rate limit (:class:`models.rate_limit.TokenBucket`) and sends the rest, oldest
 first. Entities that expire from the vocabulary get a tombstone, so compaction removes them.
 
 Every record carries the header ``streamrec.source_ts_ms`` (the pending event's timestamp); the
@@ -19,7 +19,6 @@ whose state lives on another worker are published by that worker.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -28,8 +27,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from models.embeddings import ChangeTracker, EmbeddingRecord, TokenBucket
+from models.embeddings import ChangeTracker, EmbeddingRecord
+from models.rate_limit import TokenBucket
 from stream.learner import GuardedModel
+from stream.metrics import LATENCY_BOUNDS_S, Histogram
 from stream.user_state import history_items
 
 log = logging.getLogger(__name__)
@@ -44,14 +45,10 @@ class LatencyWindow:
     size: int = 20_000
     values: list[float] = field(default_factory=list)
     count: int = 0
-    total_s: float = 0.0
-    # Cumulative-from-start bucket counts for Prometheus (upper bounds in seconds; the last is +Inf).
-    buckets: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, float("inf"))
-    bucket_counts: list[int] = field(default_factory=lambda: [0] * 12)
+    histogram: Histogram = field(default_factory=lambda: Histogram(LATENCY_BOUNDS_S))  # since start, for Prometheus
 
     def add(self, seconds: float) -> None:
-        self.total_s += seconds
-        self.bucket_counts[bisect.bisect_left(self.buckets, seconds)] += 1
+        self.histogram.observe(seconds)
         self.count += 1
         if len(self.values) >= self.size:
             self.values[self.count % self.size] = seconds
@@ -101,7 +98,7 @@ class EmbeddingPublisher:
         self.user_state = user_state
         self.encoding = encoding
         self.tracker = ChangeTracker(threshold)
-        self.bucket = TokenBucket(max_per_s, burst=max_per_s, now_s=time.monotonic())
+        self.bucket = TokenBucket(max_per_s, burst=max_per_s)
         self.pending: dict[str, int] = {}  # "user:<id>" / "item:<id>" -> oldest source ts (ms), oldest first
         self.stats = PublisherStats()
         self._flushing = asyncio.Lock()
@@ -153,7 +150,7 @@ class EmbeddingPublisher:
                 while needed:
                     needed -= self.bucket.take(needed, time.monotonic())
                     if needed:
-                        await asyncio.sleep(min(1.0, needed / self.bucket.rate))
+                        await asyncio.sleep(min(1.0, needed / self.bucket.rate_per_s))
                 for key in chunk:
                     self.pending.pop(key, None)
                 records = await self._records(chunk, [now_ms] * len(chunk), only_changed=False)

@@ -38,7 +38,7 @@ the vocabularies, add nothing to popularity, ``samples_trained`` or the replay b
 dropped when their item has no row of its own (see :mod:`models.recommender`).
 """
 
-from models.augmentation.budget import AdaptiveRatio, TokenBucket
+from models.augmentation.budget import AdaptiveRatio
 from models.augmentation.expansion import (
     LLM_NEGATIVE,
     LLM_POSITIVE,
@@ -62,6 +62,7 @@ from models.augmentation.text import (
     wordnet_synonyms,
 )
 from models.augmentation.wordnet_data import WordNetUnavailable, ensure_wordnet, use_wordnet
+from models.rate_limit import TokenBucket
 
 KINDS = (SEQ_CROP, SEQ_MASK, SEQ_REORDER, CONTENT_NEIGHBOUR, NEGATIVE, LLM_POSITIVE, LLM_NEGATIVE)
 

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from models.augmentation.budget import AdaptiveRatio, TokenBucket
+from models.augmentation.budget import AdaptiveRatio
 from models.augmentation.expansion import (
     ExpansionConfig,
     PerUserCap,
@@ -45,6 +45,7 @@ from models.augmentation.negatives import PopularityNegatives, PopularityNegativ
 from models.augmentation.neighbours import ContentNeighbours, ContentNeighboursConfig
 from models.augmentation.sequence import SequenceViews, SequenceViewsConfig
 from models.augmentation.text import WordNetSubstitution, clean_generation, content_vector, paraphrase_prompt
+from models.rate_limit import TokenBucket
 from models.recommender import Recommender, Sample
 
 # (kind, payloads) -> one result per payload, None where the request failed, expired or was dropped

@@ -2,7 +2,8 @@ import math
 
 import pytest
 
-from models.augmentation.budget import AdaptiveRatio, TokenBucket
+from models.augmentation.budget import AdaptiveRatio
+from models.rate_limit import TokenBucket
 
 
 def test_cold_users_and_items_get_the_most_heavy_users_none():

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.embeddings import ChangeTracker, EmbeddingRecord, TokenBucket
+from models.embeddings import ChangeTracker, EmbeddingRecord
+from models.rate_limit import TokenBucket
 from models.recommender import Recommender, RecommenderConfig
 from tests.unit.test_recommender import SMALL, planted_stream
 
@@ -46,10 +47,10 @@ def test_change_tracker_publishes_new_and_moved_vectors_only():
 
 
 def test_token_bucket_caps_the_rate():
-    bucket = TokenBucket(rate=100, burst=50, now_s=0.0)
-    assert bucket.take(80, now_s=0.0) == 50  # the burst
-    assert bucket.take(80, now_s=0.1) == 10  # 0.1 s later: 10 more
-    granted = sum(bucket.take(1000, now_s=0.1 + t / 10) for t in range(1, 11))
+    bucket = TokenBucket(rate_per_s=100, burst=50)
+    assert bucket.take(80, now=0.0) == 50  # the burst
+    assert bucket.take(80, now=0.1) == 10  # 0.1 s later: 10 more
+    granted = sum(bucket.take(1000, now=0.1 + t / 10) for t in range(1, 11))
     assert granted == 100  # one more second: 100
 
 
