@@ -61,6 +61,28 @@ class StreamApp:
     augmenter: StreamAugmenter | None = None
 
 
+def keep_queued_events_on_resume(app: faust.App) -> None:
+    """Make ``app.flow_control.resume()`` clear the stream queues only when flow was suspended.
+
+    Faust suspends flow at the start of a rebalance and resumes it, clearing every stream queue,
+    so that events fetched before the new assignment are dropped and read again from the
+    committed offsets. But after recovering tables from their changelogs, Faust resumes flow a
+    second time *after* it has resumed the stream partitions and sought them: events fetched in
+    between (a producer writing while the worker starts) were dropped from the queues although
+    the consumer had already moved past them, so they were never processed, and the next commit
+    skipped them. Resuming flow that is not suspended now keeps the queues. An event fetched
+    twice around that seek is recognised as a redelivery by the user state and the learner.
+    """
+    flow = app.flow_control
+    resume_and_clear = flow.resume
+
+    def resume() -> None:
+        if not flow.is_active():
+            resume_and_clear()
+
+    flow.resume = resume  # type: ignore[method-assign]
+
+
 def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
     """The worker's app; ``learner`` (restored from a checkpoint by the caller) turns training on."""
     brokers = ";".join(f"kafka://{host}" for host in settings.bootstrap_servers.split(","))
@@ -84,6 +106,7 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
         value_serializer="raw",
         table_cleanup_interval=3600.0,
     )
+    keep_queued_events_on_resume(app)
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     interactions = app.topic(*settings.interaction_topics, partitions=settings.topic_partitions, **raw)
     catalogue_topic = app.topic(settings.topic_catalogue, partitions=settings.topic_partitions, **raw)

@@ -144,7 +144,15 @@ class Learner:
         return await asyncio.shield(asyncio.ensure_future(self._learn(events, positions)))
 
     async def _learn(self, events: Sequence[TrainingEvent], positions: dict[tuple[str, int], int]) -> StepReport:
-        fresh = [e for e in events if e.offset >= self.trained.get((e.topic, e.partition), 0)]
+        fresh, positions_met = [], set()
+        for e in events:
+            # A record fetched twice around a seek may appear twice in one batch: train on it once.
+            if (
+                e.offset >= self.trained.get((e.topic, e.partition), 0)
+                and (e.topic, e.partition, e.offset) not in positions_met
+            ):
+                positions_met.add((e.topic, e.partition, e.offset))
+                fresh.append(e)
         observations = [e.observation() for e in fresh]
         async with self.guarded.lock:
             started = time.perf_counter()

@@ -81,11 +81,13 @@ def apply_interactions(
     ``history_length`` entries, because later stages build sequences from it. A late event's
     history is what came before it in event time. ``positions`` gives each event's source
     ``(topic, offset)``; events at or below the state's ``applied`` offset (as it was before the
-    batch) are redeliveries, so the events of a batch may be applied in any order.
+    batch), and positions met earlier in the same batch, are redeliveries, so the events of a
+    batch may be applied in any order.
     """
     new: UserState = empty_state() if state is None else _copy(state)
     recent, applied = new["recent"], new["applied"]
-    applied_before = dict(applied)  # a batch holds each position once: redelivery is relative to the state
+    applied_before = dict(applied)  # redelivery is relative to the state before the batch ...
+    in_batch: set[tuple[str, int]] = set()  # ... or to the batch itself (a record fetched twice around a seek)
     seen = dict.fromkeys(new["seen"])  # insertion-ordered set: O(1) moves to the end
     seen_before = frozenset(seen)  # shared by the batch's contexts; their histories add the rest
     contexts: list[Context] = []
@@ -93,10 +95,11 @@ def apply_interactions(
         entry = [event.ts, event.item_id, event.type]
         if positions is not None:
             topic, offset = positions[index]
-            if offset <= applied_before.get(topic, -1):
+            if offset <= applied_before.get(topic, -1) or (topic, offset) in in_batch:
                 contexts.append(Context(_history_of_applied(recent, entry), seen_before, redelivered=True))
                 continue
             applied[topic] = max(offset, applied.get(topic, -1))
+            in_batch.add((topic, offset))
         in_order = not recent or recent[-1][0] <= event.ts
         at = len(recent) if in_order else bisect.bisect_right(recent, event.ts, key=_ts)
         late = not in_order or _has_twin(recent, at, event.ts, event.item_id)

@@ -72,6 +72,11 @@ def test_redelivered_events_are_not_applied_twice_but_keep_their_context():
     assert [c.redelivered for c in contexts] == [True, True, False]
     assert [c.history for c in contexts] == [("a",), ("a", "b"), ("a", "b", "c")]
 
+    # a record fetched twice in one batch (around a seek) is applied once
+    twice, contexts = apply(again, [ev(5, "e"), ev(5, "e")], positions=[("clicks", 14), ("clicks", 14)])
+    assert twice["events"] == 5 and [e[1] for e in twice["recent"]] == ["a", "b", "c", "d", "e"]
+    assert [c.redelivered for c in contexts] == [False, True]
+
     # offsets are per source topic: a purchase at a lower offset of another topic is new
     bought, contexts = apply(again, [ev(5, "d", "purchase")], positions=[("purchases", 0)])
     assert bought["purchases"] == 1 and not contexts[0].redelivered
