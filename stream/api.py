@@ -30,13 +30,23 @@ from models.serving import parse_k, recommend_for
 from stream.augment import StreamAugmenter
 from stream.ingest import IngestStats
 from stream.learner import Learner
-from stream.metrics import HttpSensor, HttpStats, StreamWorkerCollector, exposition, registry_with
+from stream.metrics import (
+    GpuCollector,
+    HttpSensor,
+    HttpStats,
+    StreamWorkerCollector,
+    consumer_lag,
+    exposition,
+    registry_with,
+)
 from stream.publisher import EmbeddingPublisher
+from stream.settings import Settings
 from stream.user_state import history_items, seen_items
 
 
 def register_views(
     app: faust.App,
+    settings: Settings,
     stats: IngestStats,
     user_state: faust.Table,
     catalogue: faust.Table,
@@ -51,7 +61,9 @@ def register_views(
 
     http = HttpStats()
     app.sensors.add(HttpSensor(http))
-    registry = registry_with(StreamWorkerCollector(stats, learner, publisher, augmenter, http))
+    topics = (*settings.interaction_topics, settings.topic_catalogue)
+    collector = StreamWorkerCollector(stats, learner, publisher, augmenter, http, lag=lambda: consumer_lag(app, topics))
+    registry = registry_with(collector, GpuCollector())
 
     @app.page("/metrics")
     class Metrics(View):

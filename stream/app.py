@@ -191,7 +191,7 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
             if augmenter is not None:
                 augmenter.note_items(items)
 
-    register_views(app, stats, user_state, catalogue, learner, publisher, augmenter)
+    register_views(app, settings, stats, user_state, catalogue, learner, publisher, augmenter)
     return StreamApp(app, settings, ingestor, user_state, catalogue, learner, publisher, augmenter)
 
 
@@ -241,6 +241,12 @@ def _wire_training(app: faust.App, settings: Settings, learner: Learner, publish
     @app.timer(settings.embedding_flush_interval_s)
     async def flush_embeddings() -> None:
         await publisher.flush()
+
+    if learner.trainer.baseline_sink is not None:
+
+        @app.timer(settings.metrics_baselines_interval_s)
+        async def refresh_baseline_metrics() -> None:
+            await learner.refresh_baseline_metrics()
 
     @app.on_before_shutdown.connect
     async def final_checkpoint(sender: Any, **kwargs: Any) -> None:

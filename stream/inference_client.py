@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer
 
 from stream.inference_protocol import InferenceRequest, InferenceResult, InvalidRequest, new_id, now_ms
 from stream.kafka_admin import start_client, topic_partitions
+from stream.metrics import LATENCY_BOUNDS_S, Histogram
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ class ClientStats:
     dropped: Counter[str] = field(default_factory=Counter)
     last_result_at: float | None = None
     latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    # Request to answer, by kind, since start: for Prometheus.
+    round_trip: dict[str, Histogram] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         ordered = sorted(self.latency_ms)
@@ -165,7 +168,9 @@ class InferenceClient:
             return
         if result.ok:
             self.stats.completed[kind] += 1
-            self.stats.latency_ms.append((time.perf_counter() - started) * 1000.0)
+            elapsed_s = time.perf_counter() - started
+            self.stats.latency_ms.append(elapsed_s * 1000.0)
+            self.stats.round_trip.setdefault(kind, Histogram(LATENCY_BOUNDS_S)).observe(elapsed_s)
             future.set_result(result.result)
         else:
             self.stats.failed[kind] += 1

@@ -25,6 +25,7 @@ import signal
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +36,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from models.inference import CausalLM, DynamicBatcher, EmbeddingCache, Expired, QueueFull, TextEncoder
 from stream.inference_protocol import InferenceRequest, InferenceResult, InvalidRequest, length_of, now_ms
 from stream.kafka_admin import ensure_topics, start_client
-from stream.metrics import InferenceWorkerCollector, exposition, registry_with
+from stream.metrics import BATCH_BOUNDS_S, GpuCollector, Histogram, InferenceWorkerCollector, exposition, registry_with
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,21 @@ class WorkerStats:
     expired_on_arrival: int = 0
     expired_in_queue: int = 0
     rejected: int = 0
+    # Seconds per model call, by model ("encoder", "lm"): what a batch costs on this device.
+    batch_seconds: dict[str, Histogram] = field(default_factory=dict)
+
+
+def timed(handler: Callable[[list[Any]], list[Any]], histogram: Histogram) -> Callable[[list[Any]], list[Any]]:
+    """``handler`` that also records its duration; runs in the batcher's model thread."""
+
+    def run(payloads: list[Any]) -> list[Any]:
+        started = time.perf_counter()
+        try:
+            return handler(payloads)
+        finally:
+            histogram.observe(time.perf_counter() - started)
+
+    return run
 
 
 class InferenceWorker:
@@ -99,7 +115,7 @@ class InferenceWorker:
         self.batchers: dict[str, DynamicBatcher] = {}  # by request kind (one batcher per model)
         self.ready = False
         self._tasks: set[asyncio.Task[None]] = set()
-        self._registry = registry_with(InferenceWorkerCollector(self))
+        self._registry = registry_with(InferenceWorkerCollector(self), GpuCollector())
 
     async def run(self, stop: asyncio.Event) -> None:
         s = self.settings
@@ -110,14 +126,15 @@ class InferenceWorker:
                 # Loading takes seconds (tens with the LM on a CPU): off the loop, so /health answers.
                 self.models = await asyncio.to_thread(InferenceModels, s)
                 log.info("models loaded in %.1fs (LM: %s)", self.models.load_seconds, self.models.lm is not None)
-            for handlers, max_batch in (
-                (self.models.encoder_handlers(), s.inference_max_batch),
-                (self.models.lm_handlers(), s.inference_lm_max_batch),
+            for model, handlers, max_batch in (
+                ("encoder", self.models.encoder_handlers(), s.inference_max_batch),
+                ("lm", self.models.lm_handlers(), s.inference_lm_max_batch),
             ):
                 if not handlers:
                     continue
+                histogram = self.stats.batch_seconds.setdefault(model, Histogram(BATCH_BOUNDS_S))
                 batcher = DynamicBatcher(
-                    handlers,
+                    {kind: timed(handler, histogram) for kind, handler in handlers.items()},
                     max_batch=max_batch,
                     max_wait_s=s.inference_max_wait_ms / 1000.0,
                     max_queue=s.inference_max_queue,

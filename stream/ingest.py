@@ -126,6 +126,7 @@ class IngestStats:
     started_at: float = field(default_factory=time.time)
     consumed: Counter[str] = field(default_factory=Counter)
     applied_interactions: int = 0
+    applied_by_type: Counter[str] = field(default_factory=Counter)  # click / purchase
     applied_catalogue: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
     forwarded_misrouted: int = 0
@@ -141,6 +142,7 @@ class IngestStats:
             "consumed": dict(self.consumed),
             "consumed_total": sum(self.consumed.values()),
             "applied_interactions": self.applied_interactions,
+            "applied_by_type": dict(self.applied_by_type),
             "applied_catalogue": self.applied_catalogue,
             "dead_letters": dict(self.dead_letters),
             "dead_letters_total": sum(self.dead_letters.values()),
@@ -215,6 +217,7 @@ class Ingestor:
                     self.stats.redelivered += 1
                 else:
                     self.stats.applied_interactions += 1
+                    self.stats.applied_by_type[interaction.type] += 1
                 ordered.append(
                     (
                         interaction.ts,

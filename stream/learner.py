@@ -42,6 +42,7 @@ from models.recommender import Recommender, RecommenderConfig
 from models.training import RECOMMENDER, Observation, OnlineTrainer, StepReport
 from stream.baseline_process import BaselineProcess
 from stream.ingest import TrainingEvent
+from stream.metrics import LATENCY_BOUNDS_S, Histogram
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,8 @@ class LearnerStats:
     last_checkpoint_path: str | None = None
     restored_from: str | None = None
     rewound: dict[str, int] = field(default_factory=dict)  # "topic:partition" -> events re-read
+    # From the Kafka record's timestamp to the training step that takes it (queueing included).
+    event_to_sample: Histogram = field(default_factory=lambda: Histogram(LATENCY_BOUNDS_S))
 
 
 class Learner:
@@ -118,6 +121,8 @@ class Learner:
         # Set by the app when augmentation is on: the step asks it for augmented samples.
         self.augmentation: Augmentation | None = None
         self._saving: asyncio.Task[None] | None = None
+        # The baselines' prequential table as last fetched from their process (for /metrics).
+        self.baseline_metrics: dict[str, dict[str, dict[str, float]]] = {}
         self._last_checkpoint = time.monotonic()
         if checkpoint is not None:
             self.trained = {(t, p): o for t, parts in checkpoint.offsets.items() for p, o in parts.items()}
@@ -155,6 +160,9 @@ class Learner:
                 fresh.append(e)
         observations = [e.observation() for e in fresh]
         async with self.guarded.lock:
+            now_s = time.time()
+            for e in fresh:
+                self.stats.event_to_sample.observe(max(0.0, now_s - e.timestamp_ms / 1000.0))
             started = time.perf_counter()
             report = await asyncio.to_thread(self._step, observations)
             self.stats.train_seconds += time.perf_counter() - started
@@ -265,7 +273,7 @@ class Learner:
             body = {
                 "version": model.version,
                 "samples_trained": model.samples_trained,
-                "stats": dict(vars(self.stats)),
+                "stats": {k: v for k, v in vars(self.stats).items() if not isinstance(v, Histogram)},
                 "trained_offsets": {f"{t}:{p}": o for (t, p), o in sorted(self.trained.items())},
                 "memory": model.memory_report(),
                 "drift": {"alarms": self.trainer.drift.alarms, "loss_estimate": self.trainer.drift.estimate},
@@ -276,9 +284,16 @@ class Learner:
             }
         sink = self.trainer.baseline_sink
         if sink is not None:
-            body["metrics"].update(await asyncio.to_thread(sink.table))
+            body["metrics"].update(await self.refresh_baseline_metrics())
             body["baselines_failed"] = getattr(sink, "failed", None)
         return body
+
+    async def refresh_baseline_metrics(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Ask the baselines' process for its table (after every batch sent so far) and keep it."""
+        sink = self.trainer.baseline_sink
+        if sink is not None:
+            self.baseline_metrics = await asyncio.to_thread(sink.table)
+        return self.baseline_metrics
 
     def close(self) -> None:
         sink = self.trainer.baseline_sink

@@ -11,9 +11,10 @@ serves it on ``GET /metrics``.
 from __future__ import annotations
 
 import bisect
+import logging
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from faust.sensors import Sensor
@@ -22,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 PREFIX = "streamrec"
+log = logging.getLogger(__name__)
 
 
 def counter(name: str, doc: str, labels: list[str] | None = None) -> CounterMetricFamily:
@@ -42,13 +44,20 @@ class StreamWorkerCollector(Collector):
     """Metrics of the stream worker: ingestion, training, evaluation, publishing, augmentation."""
 
     def __init__(
-        self, ingest: Any, learner: Any = None, publisher: Any = None, augmenter: Any = None, http: Any = None
+        self,
+        ingest: Any,
+        learner: Any = None,
+        publisher: Any = None,
+        augmenter: Any = None,
+        http: Any = None,
+        lag: Callable[[], dict[tuple[str, int], int]] | None = None,
     ) -> None:
         self.ingest = ingest
         self.http = http
         self.learner = learner
         self.publisher = publisher
         self.augmenter = augmenter
+        self.lag = lag
 
     def collect(self) -> Iterator[Metric]:
         s = self.ingest
@@ -62,6 +71,14 @@ class StreamWorkerCollector(Collector):
         yield _single(counter("events_redelivered", "Events read again after a restart, already applied."),
                       s.redelivered)  # fmt: skip
         yield _single(counter("events_misrouted", "Events re-keyed to their user's partition."), s.forwarded_misrouted)
+        yield labelled(counter("interactions", "Valid interactions applied to the user state, by type.", ["type"]),
+                       s.applied_by_type)  # fmt: skip
+        if self.lag is not None:
+            lag = gauge("consumer_lag", "Log end offset minus committed offset, per input partition.",
+                        ["topic", "partition"])  # fmt: skip
+            for (topic, partition), n in sorted(self.lag().items()):
+                lag.add_metric([topic, str(partition)], n)
+            yield lag
         if self.learner is not None:
             yield from self._training()
         if self.publisher is not None:
@@ -96,11 +113,17 @@ class StreamWorkerCollector(Collector):
         hr = gauge("prequential_hr_at_10", "HR@10 over the rolling window, scored before training.", ["model", "slice"])
         ndcg = gauge("prequential_ndcg_at_10", "NDCG@10 over the rolling window.", ["model", "slice"])
         scored = counter("prequential_scored_events", "Events scored before training.", ["model", "slice"])
-        for slice_name, row in trainer.evaluator.report().items():
-            hr.add_metric(["streamrec", slice_name], row["hr@10_rolling"])
-            ndcg.add_metric(["streamrec", slice_name], row["ndcg@10_rolling"])
-            scored.add_metric(["streamrec", slice_name], row["n"])
+        # The baselines' rows come from their process, as last refreshed (a timer in the app).
+        tables = {"streamrec": trainer.evaluator.report(), **learner.baseline_metrics}
+        for model_name, table in sorted(tables.items()):
+            for slice_name, row in table.items():
+                hr.add_metric([model_name, slice_name], row["hr@10_rolling"])
+                ndcg.add_metric([model_name, slice_name], row["ndcg@10_rolling"])
+                scored.add_metric([model_name, slice_name], row["n"])
         yield from (hr, ndcg, scored)
+        yield histogram_family("event_to_sample_seconds",
+                               "From an event's arrival in Kafka to the training step that takes it.",
+                               learner.stats.event_to_sample)  # fmt: skip
 
     def _publishing(self) -> Iterator[Metric]:
         stats = self.publisher.stats
@@ -109,12 +132,10 @@ class StreamWorkerCollector(Collector):
         published.add_metric(["item"], stats.published_items)
         yield published
         yield _single(counter("embedding_tombstones", "Tombstones for expired entities."), stats.tombstones)
-        histogram = stats.latency.histogram
-        yield HistogramMetricFamily(
-            f"{PREFIX}_event_to_embedding_seconds",
+        yield histogram_family(
+            "event_to_embedding_seconds",
             "From an event's arrival in Kafka to the broker's acknowledgement of the embedding it moved.",
-            buckets=histogram.cumulative(),
-            sum_value=histogram.sum,
+            stats.latency.histogram,
         )
 
     def _augmentation(self) -> Iterator[Metric]:
@@ -128,6 +149,12 @@ class StreamWorkerCollector(Collector):
                 requests.add_metric([kind, outcome], n)
         yield requests
         yield _single(gauge("inference_requests_in_flight", "Requests awaiting a result."), client.in_flight)
+        round_trip = HistogramMetricFamily(
+            f"{PREFIX}_inference_request_seconds", "From sending a request to its result, by kind.", labels=["kind"]
+        )
+        for kind, histogram in sorted(client.stats.round_trip.items()):
+            round_trip.add_metric([kind], histogram.cumulative(), histogram.sum)
+        yield round_trip
         yield _single(gauge("inference_degraded", "1 when no inference result arrived recently."),
                       float(not client.available()))  # fmt: skip
         yield _single(gauge("items_with_content", "Items with a content vector from their text."),
@@ -145,9 +172,9 @@ class Histogram:
         self.counts = [0] * len(self.bounds)
         self.sum = 0.0
 
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.sum += value
+    def observe(self, value: float, times: int = 1) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += times
+        self.sum += value * times
 
     def cumulative(self) -> list[tuple[str, int]]:
         """``[(le, count of values <= le)]`` as Prometheus's histogram families take them."""
@@ -160,6 +187,12 @@ class Histogram:
 
 LATENCY_BOUNDS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 HTTP_BOUNDS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+BATCH_SIZE_BOUNDS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+BATCH_BOUNDS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def histogram_family(name: str, doc: str, histogram: Histogram) -> HistogramMetricFamily:
+    return HistogramMetricFamily(f"{PREFIX}_{name}", doc, buckets=histogram.cumulative(), sum_value=histogram.sum)
 
 
 class HttpStats:
@@ -226,7 +259,19 @@ class InferenceWorkerCollector(Collector):
             batches.add_metric([model], stats.batches)
             batched.add_metric([model], sum(size * n for size, n in stats.batch_sizes.items()))
             depth.add_metric([model], stats.queue_depth)
-        yield from (batches, batched, depth)
+        capacity = gauge("inference_queue_capacity", "Requests a model's queue holds before rejecting.", ["model"])
+        sizes = HistogramMetricFamily(f"{PREFIX}_inference_batch_size", "Requests per model call.", labels=["model"])
+        seconds = HistogramMetricFamily(f"{PREFIX}_inference_batch_seconds", "Seconds per model call.",
+                                        labels=["model"])  # fmt: skip
+        for model, batcher in _batchers(w).items():
+            capacity.add_metric([model], batcher.max_queue)
+            size_histogram = Histogram(BATCH_SIZE_BOUNDS)
+            for size, n in batcher.stats.batch_sizes.items():
+                size_histogram.observe(size, n)
+            sizes.add_metric([model], size_histogram.cumulative(), size_histogram.sum)
+        for model, histogram in sorted(s.batch_seconds.items()):
+            seconds.add_metric([model], histogram.cumulative(), histogram.sum)
+        yield from (batches, batched, depth, capacity, sizes, seconds)
         yield _single(gauge("inference_ready", "1 once the models are loaded and requests are consumed."),
                       float(w.ready))  # fmt: skip
         if w.models is not None:
@@ -250,12 +295,78 @@ def _single(family: Any, value: float) -> Any:
     return family
 
 
-def registry_with(collector: Collector) -> CollectorRegistry:
+def registry_with(*collectors: Collector) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)
+    for collector in collectors:
+        registry.register(collector)
     return registry
 
 
 def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:
     """The text format body and its content type, for a ``/metrics`` handler."""
     return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def consumer_lag(app: Any, topics: Sequence[str]) -> dict[tuple[str, int], int]:
+    """Lag per input partition assigned to this worker: log end offset minus committed offset.
+
+    Faust's monitor keeps the end offsets (from every fetch response) and the offsets it has
+    committed; before this process has committed a partition, the committed offset Faust sought
+    to on assignment stands in. A partition whose end offset is not known yet is left out.
+    """
+    monitor, consumer = app.monitor, app.consumer
+    committed_on_assignment = getattr(consumer, "_committed_offset", {})
+    lag: dict[tuple[str, int], int] = {}
+    for tp, end in list(monitor.tp_end_offsets.items()):
+        if tp.topic not in topics:
+            continue
+        committed = monitor.tp_committed_offsets.get(tp, committed_on_assignment.get(tp))
+        if committed is None:
+            continue
+        lag[(tp.topic, tp.partition)] = max(0, end - committed)
+    return lag
+
+
+class GpuCollector(Collector):
+    """Utilisation and memory of each GPU through NVML (``nvidia-ml-py``); no samples without a GPU.
+
+    NVML is initialised on the first scrape; if it cannot be (no driver, no device, a CPU-only
+    container) the collector stays silent rather than reporting zeros that look like an idle GPU.
+    """
+
+    def __init__(self, nvml: Any = None) -> None:
+        self._nvml = nvml
+        self._ready: bool | None = None
+
+    def _available(self) -> bool:
+        if self._ready is None:
+            try:
+                if self._nvml is None:
+                    import pynvml
+
+                    self._nvml = pynvml
+                self._nvml.nvmlInit()
+                self._ready = True
+            except Exception as error:  # noqa: BLE001 - any NVML failure means "no GPU metrics"
+                log.info("no GPU metrics: NVML is not available (%s)", error)
+                self._ready = False
+        return self._ready
+
+    def collect(self) -> Iterator[Metric]:
+        if not self._available():
+            return
+        nvml = self._nvml
+        utilization = gauge("gpu_utilization_ratio", "Fraction of the last sample period the GPU was busy.", ["gpu"])
+        used = gauge("gpu_memory_used_bytes", "GPU memory in use (all processes).", ["gpu"])
+        total = gauge("gpu_memory_total_bytes", "GPU memory in all.", ["gpu"])
+        info = gauge("gpu_info", "1 per GPU, with its name.", ["gpu", "name"])
+        for index in range(nvml.nvmlDeviceGetCount()):
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            memory = nvml.nvmlDeviceGetMemoryInfo(handle)
+            name = nvml.nvmlDeviceGetName(handle)
+            gpu = str(index)
+            utilization.add_metric([gpu], nvml.nvmlDeviceGetUtilizationRates(handle).gpu / 100.0)
+            used.add_metric([gpu], memory.used)
+            total.add_metric([gpu], memory.total)
+            info.add_metric([gpu, name.decode() if isinstance(name, bytes) else str(name)], 1.0)
+        yield from (utilization, used, total, info)

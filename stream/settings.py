@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     stream_buffer_maxsize: int = Field(default=20000, ge=1, description="Faust's per-stream buffer.")
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=1, le=65535)
+    metrics_baselines_interval_s: float = Field(
+        default=15.0, gt=0, description="How often /metrics' copy of the baselines' prequential table is refreshed."
+    )
     log_level: str = "info"
 
     # --- Training (see models/recommender.py for what each knob does) --------------------------

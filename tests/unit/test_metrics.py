@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+from faust.types import TP
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream.ingest import IngestStats
-from stream.metrics import HttpStats, StreamWorkerCollector, exposition, registry_with
+from stream.metrics import GpuCollector, HttpStats, StreamWorkerCollector, consumer_lag, exposition, registry_with
 from stream.publisher import LatencyWindow, PublisherStats
 
 
@@ -59,3 +60,61 @@ def test_http_requests_are_counted_by_route_template_and_status():
     route = (("route", "/recommend/{user_id}"),)
     assert found[("streamrec_http_request_duration_seconds_count", route)] == 3
     assert found[("streamrec_http_request_duration_seconds_bucket", (("le", "0.005"), *route))] == 2
+
+
+def test_interactions_by_type_and_consumer_lag_per_partition():
+    stats = IngestStats()
+    stats.applied_by_type.update({"click": 5, "purchase": 2})
+    tp = TP
+    app = SimpleNamespace(
+        monitor=SimpleNamespace(
+            tp_end_offsets={tp(topic="c", partition=0): 120, tp(topic="c", partition=1): 40,
+                            tp(topic="c-changelog", partition=0): 9, tp(topic="p", partition=0): 10},
+            tp_committed_offsets={tp(topic="c", partition=0): 100},
+        ),
+        consumer=SimpleNamespace(_committed_offset={tp(topic="c", partition=1): 40}),
+    )  # fmt: skip
+    found = samples(StreamWorkerCollector(stats, lag=lambda: consumer_lag(app, ["c", "p"])))
+    assert found[("streamrec_interactions_total", (("type", "purchase"),))] == 2
+    lag = {labels: v for (name, labels), v in found.items() if name == "streamrec_consumer_lag"}
+    # committed by this process, else as sought on assignment; unknown committed offset: left out
+    assert lag == {(("partition", "0"), ("topic", "c")): 20, (("partition", "1"), ("topic", "c")): 0}
+
+
+class FakeNvml:
+    """NVML's calls as pynvml names them, for two GPUs."""
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlDeviceGetCount(self):
+        return 2
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        return index
+
+    def nvmlDeviceGetName(self, handle):
+        return b"NVIDIA H100" if handle == 0 else "NVIDIA L4"
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        return SimpleNamespace(used=(handle + 1) * 2**30, total=80 * 2**30)
+
+    def nvmlDeviceGetUtilizationRates(self, handle):
+        return SimpleNamespace(gpu=75 if handle == 0 else 0, memory=10)
+
+
+def test_gpu_metrics_from_nvml_per_device():
+    found = samples(GpuCollector(FakeNvml()))
+    assert found[("streamrec_gpu_utilization_ratio", (("gpu", "0"),))] == 0.75
+    assert found[("streamrec_gpu_utilization_ratio", (("gpu", "1"),))] == 0.0
+    assert found[("streamrec_gpu_memory_used_bytes", (("gpu", "1"),))] == 2 * 2**30
+    assert found[("streamrec_gpu_memory_total_bytes", (("gpu", "0"),))] == 80 * 2**30
+    assert found[("streamrec_gpu_info", (("gpu", "0"), ("name", "NVIDIA H100")))] == 1
+
+
+def test_gpu_metrics_are_absent_when_nvml_cannot_start():
+    class NoDriver(FakeNvml):
+        def nvmlInit(self):
+            raise RuntimeError("NVML Shared Library Not Found")
+
+    assert samples(GpuCollector(NoDriver())) == {}
