@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint format kafka-fetch bench clean
+.PHONY: setup demo test lint format kafka-fetch tools bench clean
 
 setup: $(STAMP)
 
@@ -31,23 +31,28 @@ kafka-fetch: setup
 	$(BIN)/streamrec kafka fetch
 	$(BIN)/streamrec assets fetch
 
+# Deployment checks' tools (tests/deploy_tools.py): Debian's prometheus/promtool, helm and
+# kubeconform through `go install`, Kubernetes and CRD schemas; cached in ~/.cache/streamrec/tools.
+tools: setup
+	$(BIN)/python -m tests.deploy_tools
+
 demo: setup kafka-fetch
 	$(BIN)/streamrec demo $(DEMO_ARGS)
 
 # pytest exits 5 when it collects nothing: that is reported, not hidden, and does not fail the run.
-test: setup kafka-fetch
-	$(BIN)/ruff check stream models tests bench
-	$(BIN)/ruff format --check stream models tests bench
+test: setup kafka-fetch tools
+	$(BIN)/ruff check stream models tests bench deploy
+	$(BIN)/ruff format --check stream models tests bench deploy
 	@set +e; $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests (exit code 5)"; exit 0; fi; exit $$rc
 
 lint:
-	$(BIN)/ruff check stream models tests bench
-	$(BIN)/ruff format --check stream models tests bench
+	$(BIN)/ruff check stream models tests bench deploy
+	$(BIN)/ruff format --check stream models tests bench deploy
 
 format:
-	$(BIN)/ruff format stream models tests bench
-	$(BIN)/ruff check --fix stream models tests bench
+	$(BIN)/ruff format stream models tests bench deploy
+	$(BIN)/ruff check --fix stream models tests bench deploy
 
 bench: setup
 	$(BIN)/python bench/ingest.py
