@@ -36,7 +36,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from models.inference import CausalLM, DynamicBatcher, EmbeddingCache, Expired, QueueFull, TextEncoder
 from stream.inference_protocol import InferenceRequest, InferenceResult, InvalidRequest, length_of, now_ms
 from stream.kafka_admin import ensure_topics, start_client
-from stream.metrics import BATCH_BOUNDS_S, GpuCollector, Histogram, InferenceWorkerCollector, exposition, registry_with
+from stream.metrics import (
+    BATCH_BOUNDS_S,
+    GpuCollector,
+    Histogram,
+    InferenceWorkerCollector,
+    exposition,
+    jsonable,
+    registry_with,
+)
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -245,7 +253,7 @@ class InferenceWorker:
 
     async def _stats(self, request: web.Request) -> web.Response:
         body: dict[str, Any] = {"worker": self.name, "ready": self.ready, "in_flight": len(self._tasks)}
-        body |= {k: (dict(v) if isinstance(v, Counter) else v) for k, v in vars(self.stats).items()}
+        body |= {k: jsonable(v) for k, v in vars(self.stats).items()}
         if self.models is not None:
             body["load_seconds"] = round(self.models.load_seconds, 2)
             body["lm"] = self.models.lm is not None

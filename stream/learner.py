@@ -42,7 +42,7 @@ from models.recommender import Recommender, RecommenderConfig
 from models.training import RECOMMENDER, Observation, OnlineTrainer, StepReport
 from stream.baseline_process import BaselineProcess
 from stream.ingest import TrainingEvent
-from stream.metrics import LATENCY_BOUNDS_S, Histogram
+from stream.metrics import LATENCY_BOUNDS_S, Histogram, jsonable
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -273,7 +273,7 @@ class Learner:
             body = {
                 "version": model.version,
                 "samples_trained": model.samples_trained,
-                "stats": {k: v for k, v in vars(self.stats).items() if not isinstance(v, Histogram)},
+                "stats": {k: jsonable(v) for k, v in vars(self.stats).items()},
                 "trained_offsets": {f"{t}:{p}": o for (t, p), o in sorted(self.trained.items())},
                 "memory": model.memory_report(),
                 "drift": {"alarms": self.trainer.drift.alarms, "loss_estimate": self.trainer.drift.estimate},

@@ -176,6 +176,14 @@ class Histogram:
         self.counts[bisect.bisect_left(self.bounds, value)] += times
         self.sum += value * times
 
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+    def summary(self) -> dict[str, float]:
+        """For JSON endpoints such as ``/stats``: how many values, and their mean."""
+        return {"count": self.count, "mean": round(self.sum / self.count, 6) if self.count else 0.0}
+
     def cumulative(self) -> list[tuple[str, int]]:
         """``[(le, count of values <= le)]`` as Prometheus's histogram families take them."""
         total, out = 0, []
@@ -183,6 +191,15 @@ class Histogram:
             total += n
             out.append(("+Inf" if bound == float("inf") else repr(bound), total))
         return out
+
+
+def jsonable(value: Any) -> Any:
+    """A stats value ready for a JSON body: counters as dicts, histograms (also by key) as summaries."""
+    if isinstance(value, Histogram):
+        return value.summary()
+    if isinstance(value, dict):
+        return {key: jsonable(v) for key, v in value.items()}
+    return value
 
 
 LATENCY_BOUNDS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
