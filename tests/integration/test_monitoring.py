@@ -67,10 +67,19 @@ class Prometheus:
             stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         deadline = time.monotonic() + 60
-        while not port_open("127.0.0.1", self.port):
+        while not self.ready():  # the port opens before the TSDB and rules are loaded
             assert self.process.poll() is None, (directory / "prometheus.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "Prometheus did not open its port in 60 s"
+            assert time.monotonic() < deadline, "Prometheus was not ready in 60 s"
             time.sleep(0.2)
+
+    def ready(self) -> bool:
+        if not port_open("127.0.0.1", self.port):
+            return False
+        try:
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=5) as response:
+                return response.status == 200
+        except OSError:  # 503 while starting up, or the connection dropped
+            return False
 
     def api(self, path: str, **params: str) -> dict[str, Any]:
         url = f"{self.url}/api/v1/{path}" + (f"?{urllib.parse.urlencode(params)}" if params else "")
@@ -78,7 +87,11 @@ class Prometheus:
             with urllib.request.urlopen(url, timeout=30) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as error:  # a bad query is a 400 with a JSON error body
-            return json.loads(error.read())
+            body = error.read()
+            try:
+                return json.loads(body)
+            except ValueError:
+                return {"status": "error", "error": f"HTTP {error.code}: {body[:200]!r}"}
 
     def query(self, expr: str) -> dict[str, Any]:
         return self.api("query", query=expr)
