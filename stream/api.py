@@ -13,17 +13,23 @@ Routes (all JSON):
 * ``GET /embeddings/{kind}/{id}`` – the vector the embeddings topic would carry for it now.
 * ``POST /embeddings/snapshot`` – publish every entity's current vector.
 
+With ``STREAMREC_API_TOKEN`` set, every route but ``/health`` and ``/metrics`` (no user data; a
+probe and a scraper must reach them) answers 401 unless the request carries
+``Authorization: Bearer <token>``.
+
 Bad parameters get 400 with a message; unknown ids get 404. Routes keyed by user are routed to the
 worker that owns the user's partition (``table_route``), so any worker answers any user.
 """
 
 from __future__ import annotations
 
+import hmac
 import time
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import faust
+from aiohttp import web
 from faust.web import Request, Response, View
 
 from models.serving import parse_k, recommend_for
@@ -43,6 +49,25 @@ from stream.publisher import EmbeddingPublisher
 from stream.settings import Settings
 from stream.user_state import history_items, seen_items
 
+OPEN_PATHS = frozenset({"/health", "/metrics"})
+
+
+def bearer_token_required(token: str) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """aiohttp middleware: 401 for a request without ``Authorization: Bearer <token>`` (constant-time check)."""
+    expected = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def check(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]):
+        if request.path in OPEN_PATHS or hmac.compare_digest(
+            request.headers.get("Authorization", "").encode(), expected
+        ):
+            return await handler(request)
+        return web.json_response(
+            {"error": "missing or wrong bearer token"}, status=401, headers={"WWW-Authenticate": "Bearer"}
+        )
+
+    return check
+
 
 def register_views(
     app: faust.App,
@@ -59,6 +84,9 @@ def register_views(
         async def get(self, request: Request) -> Response:
             return self.json({"status": "ok", "time": time.time()})
 
+    if settings.api_token is not None:
+        # Faust routes requests for another worker's users with the original headers, token included.
+        app.web.web_app.middlewares.append(bearer_token_required(settings.api_token.get_secret_value()))
     http = HttpStats()
     app.sensors.add(HttpSensor(http))
     topics = (*settings.interaction_topics, settings.topic_catalogue)

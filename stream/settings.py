@@ -12,7 +12,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -64,6 +64,10 @@ class Settings(BaseSettings):
     stream_buffer_maxsize: int = Field(default=20000, ge=1, description="Faust's per-stream buffer.")
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=1, le=65535)
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="When set, every HTTP route but /health and /metrics needs `Authorization: Bearer <token>`.",
+    )
     metrics_baselines_interval_s: float = Field(
         default=15.0, gt=0, description="How often /metrics' copy of the baselines' prequential table is refreshed."
     )
