@@ -26,6 +26,7 @@ GPU = [
     'inferenceWorker.nodeSelector={"nvidia.com/gpu.present":"true"}',
 ]
 EVERYTHING = [
+    "--set", "api.tokenSecret.name=streamrec-api",
     "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.prometheusRule.enabled=true",
     "--set", "metrics.grafanaDashboard.enabled=true", "--set", "keda.enabled=true",
 ]  # fmt: skip
@@ -113,6 +114,9 @@ def test_optional_monitoring_and_autoscaling_resources():
     assert scaled["scaleTargetRef"]["kind"] == "StatefulSet" and scaled["maxReplicaCount"] == 12
     assert scaled["triggers"][0]["metadata"]["consumerGroup"] == "streamrec"
     assert "replicas" not in by_kind(docs, "StatefulSet")[0]["spec"]  # KEDA owns the replica count
+    env = by_kind(docs, "StatefulSet")[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+    token = next(e for e in env if e["name"] == "STREAMREC_API_TOKEN")
+    assert token["valueFrom"]["secretKeyRef"] == {"name": "streamrec-api", "key": "token"}
     dashboard = by_kind(docs, "ConfigMap")[1]
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1" and "streamrec.json" in dashboard["data"]
 
