@@ -1,4 +1,7 @@
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -68,3 +71,34 @@ def test_checkpoints_load_with_weights_only(tmp_path):
     path = save_checkpoint(model, tmp_path, OFFSETS)
     payload = torch.load(path, weights_only=True)  # raises if anything but tensors and primitives
     assert payload["format"] == 1 and payload["offsets"] == OFFSETS
+
+
+def test_a_full_disk_is_a_clear_error_and_the_previous_checkpoint_stays_loadable(tmp_path):
+    """The write fails part-way (a file size limit stands in for a full disk, as EFBIG instead of
+    ENOSPC): the error names the cause, no partial file is left, the last good checkpoint loads."""
+    model, _ = trained(steps=1)
+    good = save_checkpoint(model, tmp_path, OFFSETS)
+    model.learn_many(planted_stream(events=100, seed=3)[0])
+    # the disk fills half-way through a checkpoint the size of the last one
+    child = f"""
+import resource, signal, sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+from pathlib import Path
+import torch
+from models.checkpoint import CheckpointError, save_checkpoint
+state = torch.load({str(tmp_path / "state.pt")!r}, weights_only=False)
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing us
+resource.setrlimit(resource.RLIMIT_FSIZE, ({good.stat().st_size // 2}, resource.RLIM_INFINITY))
+try:
+    save_checkpoint(state, Path({str(tmp_path)!r}), {OFFSETS!r})
+except CheckpointError as error:
+    print(error)
+"""
+    torch.save(model.state_dict(), tmp_path / "state.pt")
+    result = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"cannot write checkpoint to {tmp_path}: File too large"
+    (tmp_path / "state.pt").unlink()
+    assert [p.name for p in tmp_path.iterdir()] == [good.name]  # no temp file left behind
+    restored = load_latest(tmp_path)
+    assert restored is not None and restored.path == good and restored.offsets == OFFSETS
