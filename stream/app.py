@@ -131,6 +131,7 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
         partitions=settings.topic_partitions,
         history_length=settings.history_length,
         seen_length=settings.seen_length,
+        dedupe_window=settings.dedupe_window,
         stats=stats,
     )
     publisher = None

@@ -131,6 +131,7 @@ class IngestStats:
     dead_letters: Counter[str] = field(default_factory=Counter)
     forwarded_misrouted: int = 0
     redelivered: int = 0  # re-read after a restart, already in the user state: not applied again
+    duplicates: int = 0  # an event_id applied before, sent again: neither applied nor trained on
     batches: int = 0
     first_batch_at: float | None = None
     last_batch_at: float | None = None
@@ -148,6 +149,7 @@ class IngestStats:
             "dead_letters_total": sum(self.dead_letters.values()),
             "forwarded_misrouted": self.forwarded_misrouted,
             "redelivered": self.redelivered,
+            "duplicates": self.duplicates,
             "batches": self.batches,
             "first_batch_at": self.first_batch_at,
             "last_batch_at": self.last_batch_at,
@@ -172,6 +174,7 @@ class Ingestor:
         history_length: int,
         stats: IngestStats,
         seen_length: int = 1000,
+        dedupe_window: int = 0,
     ) -> None:
         self.user_state = user_state
         self.catalogue = catalogue
@@ -181,6 +184,7 @@ class Ingestor:
         self.partitions = partitions
         self.history_length = history_length
         self.seen_length = seen_length
+        self.dedupe_window = dedupe_window
         self.stats = stats
 
     async def interactions(self, events: Sequence[EventT]) -> list[TrainingEvent]:
@@ -189,7 +193,7 @@ class Ingestor:
         Each user's events are applied in event-time order (:func:`~stream.user_state.event_time_order`),
         whatever order the consumer fetched the topics in. Redelivered events (already in the
         state) are returned too, with their rebuilt context: whether the model still needs them is
-        the learner's call.
+        the learner's call. Duplicates (an event_id sent again) are not: the model saw the original.
         """
         now_ms = int(time.time() * 1000)
         batch = classify(
@@ -210,9 +214,13 @@ class Ingestor:
                     self.history_length,
                     self.seen_length,
                     [(m.topic, m.offset) for m in messages],
+                    self.dedupe_window,
                 )
                 self.user_state[user_id] = state
             for (interaction, event), context, message in zip(group, contexts, messages, strict=True):
+                if context.duplicate:
+                    self.stats.duplicates += 1
+                    continue
                 if context.redelivered:
                     self.stats.redelivered += 1
                 else:

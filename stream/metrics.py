@@ -70,6 +70,7 @@ class StreamWorkerCollector(Collector):
         yield applied
         yield _single(counter("events_redelivered", "Events read again after a restart, already applied."),
                       s.redelivered)  # fmt: skip
+        yield _single(counter("events_duplicate", "Events whose event_id was applied before: dropped."), s.duplicates)
         yield _single(counter("events_misrouted", "Events re-keyed to their user's partition."), s.forwarded_misrouted)
         yield labelled(counter("interactions", "Valid interactions applied to the user state, by type.", ["type"]),
                        s.applied_by_type)  # fmt: skip

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     seen_length: int = Field(
         default=1000, ge=1, description="Distinct items remembered per user (excluded from recommendations)."
     )
+    dedupe_window: int = Field(
+        default=200, ge=0, description="Newest event_ids kept per user to drop events sent twice (0: off)."
+    )
     batch_size: int = Field(default=1000, ge=1, description="Micro-batch size for agents.")
     batch_within_s: float = Field(default=0.2, gt=0, description="Max wait to fill a batch.")
     max_poll_records: int = Field(default=5000, ge=1, description="Records per fetch from Kafka.")

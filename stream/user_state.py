@@ -12,6 +12,7 @@ Shape::
       "recent": [[ts_ms, item_id, type], ...],  # oldest first, at most history_length entries
       "seen": ["i1", "i7", ...],                # distinct items, most recently used last (capped)
       "applied": {"streamrec.clicks": 1041},    # offset of the last event applied, per source topic
+      "ids": ["3q2+7w...", ...],                # digests of the newest event_ids applied (the dedupe window)
     }
 
 Why ``applied``: Kafka delivers at least once. After a crash the worker re-reads events from the
@@ -20,6 +21,13 @@ events on one topic all live in one partition and arrive in offset order, so "of
 the last applied one" means "already in this state"; such a redelivered event is not applied
 again, and its :class:`Context` is rebuilt from the state (it is still trained on if the model
 has not seen it, see :mod:`stream.learner`).
+
+Why ``ids``: offsets catch a record read twice, not an event *sent* twice. A producer that retries
+after a timeout, a replay started twice, or a misrouted event forwarded again after a crash puts the
+same event on the topic a second time, at a new offset. Each state keeps short digests of its
+user's newest ``dedupe_window`` event ids; an event whose id is among them is a duplicate: it is
+neither applied nor trained on, only counted. The window is per user because a user's events all
+live in one partition, so the check needs no coordination between workers.
 
 Why ``late``: Kafka orders a user's events within one partition of one topic, not across the
 clicks and purchases topics. A consumer that reads one topic ahead of the other applies some of a
@@ -33,7 +41,9 @@ between topics is days of event time.
 
 from __future__ import annotations
 
+import base64
 import bisect
+import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict
@@ -52,6 +62,7 @@ class UserState(TypedDict):
     recent: list[RecentEntry]
     seen: list[str]
     applied: dict[str, int]
+    ids: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,10 +73,17 @@ class Context:
     seen: frozenset[str]  # items interacted with before this batch; with ``history``, all before the event
     redelivered: bool = False  # the event was already in the state (at-least-once redelivery)
     late: bool = False  # the state already held a later event of the user (or this one's twin)
+    duplicate: bool = False  # its event_id was applied before (sent twice): not applied, not trained on
 
 
 def empty_state() -> UserState:
-    return UserState(events=0, clicks=0, purchases=0, first_ts=0, last_ts=0, recent=[], seen=[], applied={})
+    return UserState(events=0, clicks=0, purchases=0, first_ts=0, last_ts=0, recent=[], seen=[], applied={}, ids=[])
+
+
+def event_id_digest(event_id: str) -> str:
+    """64 bits of BLAKE2b, base64: 11 characters per id in the changelog, whatever the id's length."""
+    digest = hashlib.blake2b(event_id.encode("utf-8"), digest_size=8).digest()
+    return base64.b64encode(digest).decode("ascii").rstrip("=")
 
 
 def apply_interactions(
@@ -74,6 +92,7 @@ def apply_interactions(
     history_length: int,
     seen_length: int = 1000,
     positions: Sequence[tuple[str, int]] | None = None,
+    dedupe_window: int = 0,
 ) -> tuple[UserState, list[Context]]:
     """Return the state after ``interactions`` and each one's :class:`Context`; the input is not modified.
 
@@ -90,6 +109,7 @@ def apply_interactions(
     in_batch: set[tuple[str, int]] = set()  # ... or to the batch itself (a record fetched twice around a seek)
     seen = dict.fromkeys(new["seen"])  # insertion-ordered set: O(1) moves to the end
     seen_before = frozenset(seen)  # shared by the batch's contexts; their histories add the rest
+    ids = dict.fromkeys(new["ids"]) if dedupe_window else {}  # insertion-ordered: oldest id first
     contexts: list[Context] = []
     for index, event in enumerate(interactions):
         entry = [event.ts, event.item_id, event.type]
@@ -100,6 +120,12 @@ def apply_interactions(
                 continue
             applied[topic] = max(offset, applied.get(topic, -1))
             in_batch.add((topic, offset))
+        if dedupe_window:
+            digest = event_id_digest(event.event_id)
+            if digest in ids:
+                contexts.append(Context(_history_of_applied(recent, entry), seen_before, duplicate=True))
+                continue
+            ids[digest] = None
         in_order = not recent or recent[-1][0] <= event.ts
         at = len(recent) if in_order else bisect.bisect_right(recent, event.ts, key=_ts)
         late = not in_order or _has_twin(recent, at, event.ts, event.item_id)
@@ -114,6 +140,7 @@ def apply_interactions(
         new["first_ts"] = event.ts if new["first_ts"] == 0 else min(new["first_ts"], event.ts)
         new["last_ts"] = max(new["last_ts"], event.ts)
     new["seen"] = list(seen)[-seen_length:]
+    new["ids"] = list(ids)[-dedupe_window:] if dedupe_window else []
     return new, contexts
 
 
@@ -152,6 +179,7 @@ def _copy(state: UserState) -> UserState:
         "recent": list(state["recent"]),
         "seen": list(state.get("seen", ())),
         "applied": dict(state.get("applied", {})),
+        "ids": list(state.get("ids", ())),  # states written before the dedupe window have none
     }
 
 

@@ -161,3 +161,18 @@ def test_catalogue_and_misrouted_events(app_settings, start_worker):
     status, state = worker.get("/users/wanderer")
     assert state["events"] == 12
     assert [entry[1] for entry in state["recent"]] == [f"i{i}" for i in range(12)]
+
+
+def test_an_event_sent_twice_is_applied_and_trained_once(app_settings, start_worker):
+    """A producer that retries (or a replay started twice) writes events again at new offsets."""
+    settings = settings_of(app_settings)
+    worker = start_worker(app_settings)
+    events = valid_events(1000, seed=31)
+    records = [(topic_for(app_settings, e), e["user_id"].encode(), orjson.dumps(e)) for e in events]
+    resent = records[200:500]  # sent again after the rest, as a retrying producer would
+    asyncio.run(produce(settings.bootstrap_servers, records + resent))
+    stats = worker.wait_for(lambda s: s["consumed_total"] == len(records) + len(resent) and s.get("trained"))
+    stats = worker.wait_for(lambda s: s.get("trained") == len(events))
+    assert stats["duplicates"] == len(resent) and stats["applied_interactions"] == len(events)
+    assert user_states(worker, expected_state(events)) == expected_state(events)
+    assert worker.get("/model")[1]["samples_trained"] == len(events)

@@ -115,3 +115,33 @@ def test_a_batch_can_be_applied_in_event_time_order_across_topics():
     # the same positions again are all redeliveries, whatever their order
     _, again = apply(state, [arrived[k] for k in order], positions=[positions[k] for k in order])
     assert all(c.redelivered for c in again)
+
+
+def test_an_event_sent_twice_is_applied_once_even_at_a_new_offset():
+    """A producer retry puts the same event_id on the topic again, at a later offset."""
+    first = ev(10, "a")
+    state, _ = apply(None, [first, ev(20, "b")], positions=[("c", 0), ("c", 1)], dedupe_window=5)
+    resent = Interaction(event_id=first.event_id, user_id="u", item_id="a", ts=10, type="click")
+    state, contexts = apply(state, [resent, ev(30, "c")], positions=[("c", 2), ("c", 3)], dedupe_window=5)
+    assert [c.duplicate for c in contexts] == [True, False]
+    assert state["events"] == 3 and [e[1] for e in state["recent"]] == ["a", "b", "c"]
+    assert state["applied"] == {"c": 3}  # the duplicate's offset is handled too: re-reading it is a redelivery
+    # within one batch as well
+    state, contexts = apply(None, [ev(1, "x"), ev(1, "x")], dedupe_window=5)
+    assert [c.duplicate for c in contexts] == [False, True] and state["events"] == 1
+
+
+def test_the_dedupe_window_keeps_the_newest_ids_per_user():
+    state, _ = apply(None, [ev(t, str(t)) for t in range(1, 8)], dedupe_window=3)
+    assert len(state["ids"]) == 3
+    _, contexts = apply(state, [ev(1, "1"), ev(7, "7")], dedupe_window=3)
+    # event 1 fell out of the window (applied again, reported as late); event 7 is still in it
+    assert [c.duplicate for c in contexts] == [False, True]
+
+
+def test_without_a_window_ids_are_not_kept_and_states_from_before_the_window_load():
+    state, _ = apply(None, [ev(1, "a"), ev(1, "a")])
+    assert state["events"] == 2 and state["ids"] == []
+    old = {k: v for k, v in state.items() if k != "ids"}  # written by a version without the window
+    again, contexts = apply(old, [ev(1, "a")], dedupe_window=4)
+    assert not contexts[0].duplicate and len(again["ids"]) == 1
