@@ -12,13 +12,15 @@ import time
 
 import faust
 
+from stream.kafka_security import faust_credentials
 from stream.settings import Settings
 
 settings = Settings()
 total, out_file = int(sys.argv[1]), sys.argv[2]
 app = faust.App(
     f"{settings.app_id}-empty",
-    broker=f"kafka://{settings.bootstrap_servers}",
+    broker=";".join(f"kafka://{host}" for host in settings.bootstrap_servers.split(",")),
+    broker_credentials=faust_credentials(settings),
     store="memory://",
     web_enabled=False,
     datadir=str(settings.state_dir / "empty-agent"),

@@ -29,8 +29,6 @@ import time
 import uuid
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -39,6 +37,7 @@ from stream.contract import InvalidEvent, Limits, parse_interaction  # noqa: E40
 from stream.datasets import load_ml100k  # noqa: E402
 from stream.kafka_admin import ensure_topics  # noqa: E402
 from stream.kafka_local import LocalKafka  # noqa: E402
+from stream.kafka_security import new_consumer  # noqa: E402
 from stream.replay import replay  # noqa: E402
 from stream.settings import Settings  # noqa: E402
 from stream.user_state import apply_interactions  # noqa: E402
@@ -46,9 +45,9 @@ from stream.worker import WorkerProcess  # noqa: E402
 
 
 async def raw_loop(settings: Settings, total: int, same_work: bool) -> float:
-    consumer = AIOKafkaConsumer(
+    consumer = new_consumer(
+        settings,
         *settings.interaction_topics,
-        bootstrap_servers=settings.bootstrap_servers,
         group_id=f"bench-raw-{uuid.uuid4().hex[:8]}",
         auto_offset_reset="earliest",
         max_poll_records=2000,

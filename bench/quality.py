@@ -64,7 +64,7 @@ def wait_trained(worker: WorkerProcess, total: int, timeout_s: float) -> dict:
 
 
 def latencies(settings: Settings) -> np.ndarray:
-    records = asyncio.run(read_topic(settings.bootstrap_servers, settings.topic_embeddings))
+    records = asyncio.run(read_topic(settings, settings.topic_embeddings))
     values = []
     for record in records:
         source = dict(record.headers).get(SOURCE_TS_HEADER)

@@ -42,9 +42,16 @@ class Checkpoint:
     offsets: Offsets
     path: Path
     saved_at: float
+    parameter_sync: dict[str, Any] | None = None  # models.parameter_sync state taken with the model
 
 
-def save_checkpoint(model: Recommender | dict[str, Any], directory: Path, offsets: Offsets, keep: int = 3) -> Path:
+def save_checkpoint(
+    model: Recommender | dict[str, Any],
+    directory: Path,
+    offsets: Offsets,
+    keep: int = 3,
+    parameter_sync: dict[str, Any] | None = None,
+) -> Path:
     """Write ``model`` (or a ``state_dict`` taken earlier) and ``offsets`` atomically; keep the newest ``keep``.
 
     Taking the state dict is the only part that must not overlap training; the stream worker
@@ -59,6 +66,8 @@ def save_checkpoint(model: Recommender | dict[str, Any], directory: Path, offset
         "offsets": {topic: {int(p): int(o) for p, o in parts.items()} for topic, parts in offsets.items()},
         "saved_at": time.time(),
     }
+    if parameter_sync is not None:
+        payload["parameter_sync"] = parameter_sync
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
@@ -97,7 +106,7 @@ def load_latest(directory: Path, device: str | None = None) -> Checkpoint | None
             log.warning("skipping unreadable checkpoint %s: %s", path, exc)
             continue
         offsets = {topic: {int(p): int(o) for p, o in parts.items()} for topic, parts in payload["offsets"].items()}
-        return Checkpoint(model, offsets, path, float(payload["saved_at"]))
+        return Checkpoint(model, offsets, path, float(payload["saved_at"]), payload.get("parameter_sync"))
     return None
 
 

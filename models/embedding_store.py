@@ -11,6 +11,8 @@ Usage per step: ``rows, leaf, inverse = store.gather(ids)``, compute a loss from
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 
 
@@ -59,6 +61,23 @@ class EmbeddingStore:
         if index.numel():
             self.weight[index] = self._random_rows(index.numel())
             self.accumulator[index] = 0.0
+
+    def reset_rows_for(self, rows: list[int], keys: list[str], seed: int) -> None:
+        """Re-initialise ``rows`` from their ids: ``keys[n]``'s row starts at the same vector on every worker.
+
+        Used for item rows, whose parameters several workers add up (:mod:`models.parameter_sync`).
+        """
+        if not rows:
+            return
+        index = torch.as_tensor(rows, dtype=torch.long, device=self.device)
+        self.weight[index] = torch.stack([self.initial_row(key, seed) for key in keys]).to(self.device)
+        self.accumulator[index] = 0.0
+
+    def initial_row(self, key: str, seed: int) -> torch.Tensor:
+        """The vector a row for ``key`` starts at: a function of the id and the seed only."""
+        digest = hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=8).digest()
+        generator = torch.Generator(device="cpu").manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
+        return torch.randn(self.dim, generator=generator) * self.init_std
 
     def lookup(self, rows: torch.Tensor) -> torch.Tensor:
         """Vectors for ``rows`` without gradient (for scoring and publishing)."""

@@ -128,7 +128,7 @@ class Recommender:
     # --- vocabulary and tables -------------------------------------------------------------------
     def _register(self, samples: Sequence[Sample]) -> None:
         """Count sightings of real samples' ids; initialise rows handed out fresh."""
-        fresh_users, fresh_items = [], []
+        fresh_users, fresh_items, fresh_item_ids = [], [], []
         for s in samples:
             if not s.is_real:
                 continue
@@ -138,10 +138,10 @@ class Recommender:
                 fresh_users.append(u.row)
             if i.fresh:
                 fresh_items.append(i.row)
+                fresh_item_ids.append(s.item_id)
         self._grow()
         self.user_emb.reset_rows(fresh_users)
-        self.item_emb.reset_rows(fresh_items)
-        self.item_bias.reset_rows(fresh_items)
+        self._reset_item_rows(fresh_items, fresh_item_ids)
         if fresh_items:
             index = torch.tensor(fresh_items, device=self.device)
             self.popularity[index] = 0.0
@@ -157,13 +157,51 @@ class Recommender:
             self.content = torch.cat([self.content, torch.zeros(extra, self.config.content_dim, device=self.device)])
             self.popularity = torch.cat([self.popularity, torch.zeros(extra, device=self.device)])
 
+    def _reset_item_rows(self, rows: list[int], item_ids: list[str]) -> None:
+        """New item rows start from their id (:meth:`initial_item_parameters`), the same on every worker."""
+        self.item_emb.reset_rows_for(rows, item_ids, self.config.seed)
+        self.item_bias.reset_rows(rows)
+
+    # --- item-side parameters shared between workers (models/parameter_sync.py) ------------------
+    def initial_item_parameters(self, item_id: str) -> torch.Tensor:
+        """``[dim + 1]``: the id embedding and bias a new row for ``item_id`` starts at (a function of the id)."""
+        return torch.cat([self.item_emb.initial_row(item_id, self.config.seed), torch.zeros(1)])
+
+    def item_parameters(self, item_ids: Sequence[str]) -> torch.Tensor:
+        """``[n, dim + 1]`` on the CPU: each item's id embedding and bias (items without a row: the fallback)."""
+        rows = torch.tensor([self.items.row(i) for i in item_ids], dtype=torch.long, device=self.device)
+        return torch.cat([self.item_emb.lookup(rows), self.item_bias.lookup(rows)], dim=1).cpu()
+
+    def add_item_parameters(self, item_ids: Sequence[str], deltas: torch.Tensor, now_s: float) -> None:
+        """Add ``deltas[n]`` (``[n, dim + 1]``) to each item's id embedding and bias; unknown items get a row.
+
+        Another worker's training, not a sighting: popularity, replay and sample counts are untouched.
+        """
+        fresh_rows, fresh_ids = [], []
+        for item_id in dict.fromkeys(item_ids):
+            lookup = self.items.assign(item_id, now_s)
+            if lookup.fresh:
+                fresh_rows.append(lookup.row)
+                fresh_ids.append(item_id)
+        self._grow()
+        if fresh_rows:
+            self._reset_item_rows(fresh_rows, fresh_ids)
+            index = torch.tensor(fresh_rows, device=self.device)
+            self.popularity[index] = 0.0
+            self.content[index] = 0.0
+            self._content_version += 1
+        rows = torch.tensor([self.items.row(i) for i in item_ids], dtype=torch.long, device=self.device)
+        deltas = deltas.to(self.device, torch.float32)
+        with torch.no_grad():  # index_add_: an item twice in one merge gets both deltas
+            self.item_emb.weight.index_add_(0, rows, deltas[:, :-1])
+            self.item_bias.weight.index_add_(0, rows, deltas[:, -1:])
+
     def set_content(self, item_id: str, vector: torch.Tensor, now_s: float = 0.0) -> None:
         """Give an item its content vector (e.g. a text embedding); registers the item if new."""
         lookup = self.items.lookup(item_id, now_s)
         self._grow()
         if lookup.fresh:
-            self.item_emb.reset_rows([lookup.row])
-            self.item_bias.reset_rows([lookup.row])
+            self._reset_item_rows([lookup.row], [item_id])
         if lookup.row != FALLBACK_ROW:
             self.content[lookup.row] = vector.to(self.device, torch.float32)
         self._content_version += 1

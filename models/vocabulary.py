@@ -86,6 +86,20 @@ class Vocabulary:
         self._key_of_row[row] = key
         return Lookup(row, fresh=True)
 
+    def assign(self, key: str, now_s: float) -> Lookup:
+        """Give ``key`` a row now, whatever ``min_count`` says (an id another worker made frequent).
+
+        Not a sighting: an id that already has a row keeps its last-seen time.
+        """
+        entry = self._rows.get(key)
+        if entry is not None:
+            return Lookup(entry[0], fresh=False)
+        self._pending.pop(key, None)
+        row = self._free.pop() if self._free else self._allocate()
+        self._rows[key] = (row, now_s)
+        self._key_of_row[row] = key
+        return Lookup(row, fresh=True)
+
     def expire(self, now_s: float) -> list[tuple[str, int]]:
         """Forget ids idle for more than ``ttl_s``; return ``(id, row)`` of those that had rows."""
         if self.ttl_s is None:

@@ -12,6 +12,8 @@ Routes (all JSON):
   prequential metrics of the model and every baseline.
 * ``GET /embeddings/{kind}/{id}`` – the vector the embeddings topic would carry for it now.
 * ``POST /embeddings/snapshot`` – publish every entity's current vector.
+* ``GET /parameters/items/{id}`` – the item's shared parameters (id embedding and bias), which
+  every stream worker should hold alike once the parameter sync has caught up.
 
 With ``STREAMREC_API_TOKEN`` set, every route but ``/health`` and ``/metrics`` (no user data; a
 probe and a scraper must reach them) answers 401 unless the request carries
@@ -45,6 +47,7 @@ from stream.metrics import (
     exposition,
     registry_with,
 )
+from stream.parameter_sync import ItemParameterExchange
 from stream.publisher import EmbeddingPublisher
 from stream.settings import Settings
 from stream.user_state import history_items, seen_items
@@ -78,6 +81,7 @@ def register_views(
     learner: Learner | None,
     publisher: EmbeddingPublisher | None,
     augmenter: StreamAugmenter | None = None,
+    exchange: ItemParameterExchange | None = None,
 ) -> None:
     @app.page("/health")
     class Health(View):
@@ -109,6 +113,9 @@ def register_views(
             body: dict[str, Any] = stats.as_dict()
             body["users"] = len(user_state)
             body["items"] = len(catalogue)
+            # The input partitions this worker owns now (how the consumer group spread them).
+            owned = [tp for tp in app.consumer.assignment() if tp.topic in settings.interaction_topics]
+            body["assigned"] = sorted(f"{tp.topic}:{tp.partition}" for tp in owned)
             if learner is not None:
                 body["trained"] = learner.stats.trained
                 body["model_version"] = learner.model.version
@@ -173,7 +180,25 @@ def register_views(
                 body["embeddings"] = publisher.stats.as_dict() | {"pending": len(publisher.pending)}
             if augmenter is not None:
                 body["augmentation"] = augmenter.report()
+            if exchange is not None:
+                body["parameter_sync"] = exchange.report()
             return self.json(body)
+
+    @app.page("/parameters/items/{item_id}")
+    class ItemParameters(View):
+        async def get(self, request: Request, item_id: str) -> Response:
+            if item_id not in guarded.model.items:
+                return self.json({"error": f"unknown item {item_id!r}"}, status=404)
+            vector = await guarded.read(guarded.model.item_parameters, [item_id])
+            sync = learner.sync
+            return self.json(
+                {
+                    "item_id": item_id,
+                    "parameters": vector[0].tolist(),
+                    "worker_id": sync.worker_id if sync is not None else None,
+                    "model_version": guarded.model.version,
+                }
+            )
 
     @app.page("/embeddings/{kind}/{entity_id}")
     class Embedding(View):

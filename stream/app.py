@@ -24,7 +24,9 @@ from stream.api import register_views
 from stream.augment import StreamAugmenter
 from stream.contract import Limits
 from stream.ingest import Ingestor, IngestStats, TrainingEvent, next_offsets
+from stream.kafka_security import faust_credentials
 from stream.learner import Learner
+from stream.parameter_sync import ItemParameterExchange
 from stream.publisher import EmbeddingPublisher
 from stream.settings import Settings
 
@@ -59,6 +61,7 @@ class StreamApp:
     learner: Learner | None
     publisher: EmbeddingPublisher | None
     augmenter: StreamAugmenter | None = None
+    exchange: ItemParameterExchange | None = None
 
 
 def keep_queued_events_on_resume(app: faust.App) -> None:
@@ -89,6 +92,7 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
     app = faust.App(
         settings.app_id,
         broker=brokers,
+        broker_credentials=faust_credentials(settings),  # SASL/TLS (stream/kafka_security.py)
         store=store_url(settings),
         datadir=str(settings.state_dir / "worker"),
         topic_partitions=settings.topic_partitions,
@@ -97,6 +101,8 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
         broker_max_poll_records=settings.max_poll_records,
+        broker_session_timeout=settings.broker_session_timeout_s,
+        broker_heartbeat_interval=min(3.0, settings.broker_session_timeout_s / 3),
         stream_buffer_maxsize=settings.stream_buffer_maxsize,
         web_enabled=True,
         web_host=settings.web_host,
@@ -159,6 +165,14 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
             encoding=settings.embedding_encoding,
         )
         _wire_training(app, settings, learner, publisher)
+    exchange = None
+    if learner is not None and learner.sync is not None:
+
+        async def send_parameters(key: bytes, value: bytes) -> Any:
+            return await app.producer.send(settings.topic_item_parameters, key, value, None, None, None)
+
+        exchange = ItemParameterExchange(settings, learner, send_parameters)
+        _wire_parameter_sync(app, settings, exchange)
 
     async def train_and_publish(training_events: list[TrainingEvent], positions: dict[tuple[str, int], int]) -> None:
         assert learner is not None and publisher is not None
@@ -168,6 +182,8 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
         _note_moved(learner, publisher, training_events)
         if report.expired_users or report.expired_items:
             await publisher.retire(report.expired_users, report.expired_items)
+            if learner.sync is not None:
+                learner.sync.forget(report.expired_items)
         await publisher.flush()  # sends; delivery is not awaited here
         if learner.checkpoint_due():
             await learner.checkpoint()
@@ -192,13 +208,15 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
             if augmenter is not None:
                 augmenter.note_items(items)
 
-    register_views(app, settings, stats, user_state, catalogue, learner, publisher, augmenter)
-    return StreamApp(app, settings, ingestor, user_state, catalogue, learner, publisher, augmenter)
+    register_views(app, settings, stats, user_state, catalogue, learner, publisher, augmenter, exchange)
+    return StreamApp(app, settings, ingestor, user_state, catalogue, learner, publisher, augmenter, exchange)
 
 
 def _note_moved(learner: Learner, publisher: EmbeddingPublisher, events: Sequence[TrainingEvent]) -> None:
     """Hand the step's moved users and items to the publisher, with the oldest event behind each."""
     users, items = learner.model.take_touched()
+    if learner.sync is not None:
+        learner.sync.note_trained(items)
     first_event: dict[str, int] = {}
     for event in events:
         user = event.interaction.user_id
@@ -206,6 +224,23 @@ def _note_moved(learner: Learner, publisher: EmbeddingPublisher, events: Sequenc
     oldest = min(first_event.values(), default=int(time.time() * 1000))
     # Users the step moved only through replayed samples are refreshed with their next event.
     publisher.note({u: ts for u, ts in first_event.items() if u in users}, items, oldest)
+
+
+def _wire_parameter_sync(app: faust.App, settings: Settings, exchange: ItemParameterExchange) -> None:
+    """Read the other workers' item contributions from start-up on; publish ours on a timer and at shutdown."""
+
+    @app.task
+    async def start_parameter_reader() -> None:
+        exchange.start()
+
+    @app.timer(settings.param_sync_interval_s)
+    async def publish_item_parameters() -> None:
+        await exchange.publish()
+
+    @app.on_before_shutdown.connect
+    async def stop_parameter_sync(sender: Any, **kwargs: Any) -> None:
+        await exchange.stop()
+        await exchange.publish()
 
 
 def _wire_augmentation(app: faust.App, augmenter: StreamAugmenter) -> None:

@@ -78,6 +78,9 @@ def kafka_start() -> None:
     local = _local_kafka()
     status = local.start()
     click.echo(f"Kafka {status.version} running on {status.bootstrap} (pid {status.pid}); log: {status.log_file}")
+    if status.security_protocol != "PLAINTEXT":
+        click.echo(f"{status.security_protocol} listener: PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 for "
+                   f"{', '.join(sorted(local.sasl_users))}")  # fmt: skip
 
 
 @kafka.command("stop")
@@ -283,7 +286,7 @@ def dead_letters_cmd(limit: int) -> None:
     from stream.dead_letters import read_dead_letters
 
     settings = _settings()
-    for letter in asyncio.run(read_dead_letters(settings.bootstrap_servers, settings.topic_dead_letters, last=limit)):
+    for letter in asyncio.run(read_dead_letters(settings, settings.topic_dead_letters, last=limit)):
         preview = letter.value[:80].decode("utf-8", "replace")
         click.echo(f"{letter.source.topic}[{letter.source.partition}]@{letter.source.offset} "
                    f"{letter.reason}: {letter.detail} | {preview!r}")  # fmt: skip

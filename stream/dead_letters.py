@@ -9,8 +9,12 @@ the key is the original key.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from stream.contract import InvalidEvent
+
+if TYPE_CHECKING:
+    from stream.kafka_security import KafkaTarget
 
 HEADER_PREFIX = "streamrec.dlq."
 MAX_DETAIL_CHARS = 512
@@ -60,10 +64,13 @@ def from_record(key: bytes | None, value: bytes | None, headers: list[tuple[str,
     )
 
 
-async def read_dead_letters(bootstrap: str, topic: str, last: int | None = None) -> list[DeadLetter]:
-    """Every dead letter currently in ``topic`` (or the newest ``last`` per partition), oldest first."""
+async def read_dead_letters(target: KafkaTarget, topic: str, last: int | None = None) -> list[DeadLetter]:
+    """Every dead letter currently in ``topic`` (or the newest ``last`` per partition), oldest first.
+
+    ``target``: the settings (cluster and credentials) or a PLAINTEXT ``host:port``.
+    """
     from stream.kafka_admin import read_topic
 
-    records = await read_topic(bootstrap, topic, last)
+    records = await read_topic(target, topic, last)
     letters = [from_record(r.key, r.value, list(r.headers)) for r in records]
     return sorted(letters, key=lambda d: d.failed_at_ms)

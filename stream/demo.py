@@ -47,7 +47,7 @@ class Accounting:
 
 async def accounting(session: aiohttp.ClientSession, settings: Settings) -> Accounting:
     stats = await fetch_stats(session, settings, totals=True)
-    dlq = sum((await end_offsets(settings.bootstrap_servers, settings.topic_dead_letters)).values())
+    dlq = sum((await end_offsets(settings, settings.topic_dead_letters)).values())
     return Accounting(stats["user_state_events_total"], dlq, stats["users"], stats["items"])
 
 

@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer
 
 from stream.inference_protocol import InferenceRequest, InferenceResult, InvalidRequest, new_id, now_ms
 from stream.kafka_admin import start_client, topic_partitions
+from stream.kafka_security import new_consumer
 from stream.metrics import LATENCY_BOUNDS_S, Histogram
 from stream.settings import Settings
 
@@ -95,8 +96,8 @@ class InferenceClient:
 
     async def start(self) -> None:
         s = self.settings
-        consumer = AIOKafkaConsumer(bootstrap_servers=s.bootstrap_servers, enable_auto_commit=False)
-        await start_client(consumer, s.bootstrap_servers)
+        consumer = new_consumer(s, enable_auto_commit=False)
+        await start_client(consumer, s)
         partitions = await topic_partitions(consumer, s.topic_inference_results)
         consumer.assign(partitions)
         await consumer.seek_to_end(*partitions)

@@ -36,6 +36,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from models.inference import CausalLM, DynamicBatcher, EmbeddingCache, Expired, QueueFull, TextEncoder
 from stream.inference_protocol import InferenceRequest, InferenceResult, InvalidRequest, length_of, now_ms
 from stream.kafka_admin import ensure_topics, start_client
+from stream.kafka_security import new_consumer, new_producer
 from stream.metrics import (
     BATCH_BOUNDS_S,
     GpuCollector,
@@ -151,17 +152,17 @@ class InferenceWorker:
                 )
                 batcher.start()
                 self.batchers |= dict.fromkeys(handlers, batcher)
-            consumer = AIOKafkaConsumer(
+            consumer = new_consumer(
+                s,
                 s.topic_inference_requests,
-                bootstrap_servers=s.bootstrap_servers,
                 group_id=f"{s.app_id}-inference",
                 enable_auto_commit=True,
                 auto_offset_reset="latest",
                 max_poll_records=s.inference_max_batch * 4,
             )
-            producer = AIOKafkaProducer(bootstrap_servers=s.bootstrap_servers, linger_ms=2)
-            await start_client(producer, s.bootstrap_servers)
-            await start_client(consumer, s.bootstrap_servers)
+            producer = new_producer(s, linger_ms=2)
+            await start_client(producer, s)
+            await start_client(consumer, s)
             self.ready = True
             log.info("inference worker %s consuming %s", self.name, s.topic_inference_requests)
             try:

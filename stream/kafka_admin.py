@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
+from stream.kafka_security import KafkaTarget, connection_problem, endpoint, new_admin, new_consumer
 from stream.settings import Settings
 
 
@@ -29,15 +30,30 @@ class KafkaUnavailable(RuntimeError):
         )
 
 
-async def start_client(client: Any, bootstrap: str) -> None:
-    """Start an aiokafka client, turning "no broker there" into :class:`KafkaUnavailable`."""
+class KafkaAuthenticationError(KafkaUnavailable):
+    """The brokers answer, but refuse this client's credentials or TLS handshake (the message says which)."""
+
+    def __init__(self, reason: str) -> None:
+        RuntimeError.__init__(self, reason)
+
+
+async def start_client(client: Any, target: KafkaTarget) -> None:
+    """Start an aiokafka client, turning "no broker there" into :class:`KafkaUnavailable`.
+
+    aiokafka reports a rejected password like an unreachable broker ("Unable to bootstrap"), so a
+    failed start is followed by one probe that names an authentication or TLS cause when there is
+    one (:class:`KafkaAuthenticationError`): a wrong password must not read as "start the broker".
+    """
     try:
         await client.start()
     except KafkaConnectionError:
         shutdown = getattr(client, "close", None) or client.stop  # admin clients close, consumers stop
         with contextlib.suppress(KafkaError, OSError):
             await shutdown()
-        raise KafkaUnavailable(bootstrap) from None
+        reason = await connection_problem(target)
+        if reason is not None:
+            raise KafkaAuthenticationError(reason) from None
+        raise KafkaUnavailable(endpoint(target).bootstrap) from None
 
 
 class TopicLayoutError(RuntimeError):
@@ -71,6 +87,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             {"cleanup.policy": "compact", "message.timestamp.type": "LogAppendTime"},
             co_partitioned=False,
         ),
+        # Each worker's newest cumulative contribution per item (models/parameter_sync.py).
+        TopicSpec(settings.topic_item_parameters, n, rf, {"cleanup.policy": "compact"}, co_partitioned=False),
         # Inference requests and results are short-lived: a request is useless after its deadline.
         TopicSpec(settings.topic_inference_requests, n, rf, {"retention.ms": "3600000"}, co_partitioned=False),
         TopicSpec(settings.topic_inference_results, n, rf, {"retention.ms": "3600000"}, co_partitioned=False),
@@ -84,8 +102,8 @@ async def ensure_topics(settings: Settings) -> list[str]:
     existing source topic has another partition count than the tables need.
     """
     specs = topic_specs(settings)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers)
-    await start_client(admin, settings.bootstrap_servers)
+    admin = new_admin(settings)
+    await start_client(admin, settings)
     try:
         existing = set(await admin.list_topics())
         await _check_partitions(admin, [s for s in specs if s.name in existing and s.co_partitioned])
@@ -127,10 +145,13 @@ async def _wait_for_metadata(admin: AIOKafkaAdminClient, names: list[str], timeo
         await asyncio.sleep(0.2)
 
 
-async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    """The high-water mark of every partition of ``topic`` (the number of records ever written)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await start_client(consumer, bootstrap)
+async def end_offsets(target: KafkaTarget, topic: str) -> dict[int, int]:
+    """The high-water mark of every partition of ``topic`` (the number of records ever written).
+
+    ``target`` is the settings (their cluster and credentials) or a plain PLAINTEXT ``host:port``.
+    """
+    consumer = new_consumer(target, enable_auto_commit=False)
+    await start_client(consumer, target)
     try:
         tps = await topic_partitions(consumer, topic)
         if not tps:
@@ -148,8 +169,8 @@ async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[Topic
     return [TopicPartition(topic, p) for p in sorted(partitions)]
 
 
-async def _reachable(bootstrap: str, timeout_s: float) -> bool:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+async def _reachable(target: KafkaTarget, timeout_s: float) -> bool:
+    admin = new_admin(target, request_timeout_ms=int(timeout_s * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout_s)
         await asyncio.wait_for(admin.describe_cluster(), timeout_s)
@@ -163,18 +184,19 @@ async def _reachable(bootstrap: str, timeout_s: float) -> bool:
             pass
 
 
-def cluster_reachable(bootstrap: str, timeout_s: float = 5.0) -> bool:
-    """True when a broker at ``bootstrap`` answers a metadata request."""
-    return asyncio.run(_reachable(bootstrap, timeout_s))
+def cluster_reachable(target: KafkaTarget, timeout_s: float = 5.0) -> bool:
+    """True when a broker at ``target`` answers a metadata request (with its credentials, if any)."""
+    return asyncio.run(_reachable(target, timeout_s))
 
 
-async def read_topic(bootstrap: str, topic: str, last: int | None = None) -> list[Any]:
+async def read_topic(target: KafkaTarget, topic: str, last: int | None = None) -> list[Any]:
     """Every record now in ``topic`` (or the newest ``last`` per partition), partition by partition.
 
     Reads up to the end offsets taken at the start, so it returns even while producers write.
+    ``target``: the settings, a :class:`~stream.kafka_security.KafkaEndpoint` or a PLAINTEXT ``host:port``.
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await start_client(consumer, bootstrap)
+    consumer = new_consumer(target, enable_auto_commit=False)
+    await start_client(consumer, target)
     try:
         tps = await topic_partitions(consumer, topic)
         if not tps:

@@ -5,6 +5,12 @@ For users without Docker. ``fetch`` downloads the broker and its runtime depende
 KRaft log dir on first use, launches ``kafka.Kafka`` in its own process group and waits until the
 broker answers a metadata request; ``stop`` sends SIGTERM and waits for a clean shutdown. The pid,
 properties, log and data live under ``<state_dir>/kafka``.
+
+With ``STREAMREC_LOCAL_KAFKA_SASL_USERS`` (JSON ``{"user": "password"}``) the client listener is
+``SASL_PLAINTEXT`` and accepts those users with PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 (SCRAM
+credentials are written when the storage is first formatted), so that authentication is tested
+against a real broker. Without it, nothing changes: one PLAINTEXT listener. The controller
+listener stays PLAINTEXT on the loopback either way.
 """
 
 from __future__ import annotations
@@ -21,7 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stream.kafka_admin import cluster_reachable
+from stream.kafka_security import KafkaEndpoint, KafkaSecurity
 from stream.settings import Settings
+
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 
 _LOG4J2 = """\
 rootLogger.level=INFO
@@ -51,6 +60,7 @@ class BrokerStatus:
     bootstrap: str
     version: str
     log_file: Path
+    security_protocol: str = "PLAINTEXT"
 
 
 def _require(tool: str, install_hint: str) -> str:
@@ -96,6 +106,8 @@ class LocalKafka:
         self.log_file = self.home / "broker.log"
         self.properties_file = self.home / "server.properties"
         self.bootstrap = f"{settings.local_kafka_host}:{settings.local_kafka_port}"
+        self.sasl_users = dict(settings.local_kafka_sasl_users)
+        self.listener = "SASL_PLAINTEXT" if self.sasl_users else "PLAINTEXT"
 
     # --- jars --------------------------------------------------------------------------------
     def fetch(self) -> Path:
@@ -129,7 +141,8 @@ class LocalKafka:
     def status(self) -> BrokerStatus:
         pid = self._read_pid()
         running = pid is not None and _pid_alive(pid)
-        return BrokerStatus(running, pid if running else None, self.bootstrap, self.version, self.log_file)
+        pid = pid if running else None
+        return BrokerStatus(running, pid, self.bootstrap, self.version, self.log_file, self.listener)
 
     def start(self) -> BrokerStatus:
         """Start the broker unless it already runs; return once it serves metadata requests."""
@@ -197,11 +210,11 @@ class LocalKafka:
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@{s.local_kafka_host}:{s.local_kafka_controller_port}",
-            "listeners": f"PLAINTEXT://{self.bootstrap},CONTROLLER://{s.local_kafka_host}:{s.local_kafka_controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{self.bootstrap}",
+            "listeners": f"{self.listener}://{self.bootstrap},CONTROLLER://{s.local_kafka_host}:{s.local_kafka_controller_port}",
+            "advertised.listeners": f"{self.listener}://{self.bootstrap}",
             "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": f"{self.listener}:{self.listener},CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": self.listener,
             "log.dirs": str(self.data_dir),
             "num.partitions": str(s.topic_partitions),
             "offsets.topic.replication.factor": "1",
@@ -213,17 +226,58 @@ class LocalKafka:
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
             "log.retention.hours": "168",
+            **self._sasl_config(),
         }
+        self.properties_file.touch(mode=0o600)  # it may hold passwords: readable by the owner only
+        self.properties_file.chmod(0o600)
         self.properties_file.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         (self.home / "log4j2.properties").write_text(_LOG4J2.format(log=self.log_file))
 
+    def _sasl_config(self) -> dict[str, str]:
+        """The SASL listener's settings: PLAIN users in its JAAS line, SCRAM ones in the metadata log.
+
+        The broker authenticates to itself (inter-broker listener) as the first user, over PLAIN.
+        """
+        if not self.sasl_users:
+            return {}
+        (first, first_password), *_ = self.sasl_users.items()
+        users = " ".join(f'user_{name}="{pw.get_secret_value()}"' for name, pw in self.sasl_users.items())
+        prefix = f"listener.name.{self.listener.lower()}"
+        plain = "org.apache.kafka.common.security.plain.PlainLoginModule"
+        scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        return {
+            "sasl.enabled.mechanisms": ",".join(("PLAIN", *SCRAM_MECHANISMS)),
+            "sasl.mechanism.inter.broker.protocol": "PLAIN",
+            f"{prefix}.plain.sasl.jaas.config": (
+                f'{plain} required username="{first}" password="{first_password.get_secret_value()}" {users};'
+            ),
+            **{f"{prefix}.{mechanism.lower()}.sasl.jaas.config": scram for mechanism in SCRAM_MECHANISMS},
+        }
+
+    def client_endpoint(self) -> KafkaEndpoint:
+        """How this process reaches the broker: as the first SASL user (PLAIN) when it has users."""
+        if not self.sasl_users:
+            return KafkaEndpoint(self.bootstrap)
+        name, password = next(iter(self.sasl_users.items()))
+        security = KafkaSecurity("SASL_PLAINTEXT", "PLAIN", sasl_username=name, sasl_password=password)
+        return KafkaEndpoint(self.bootstrap, security)
+
     def _format(self, java: str, libs: Path) -> None:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        scram = [
+            arg
+            for name, password in self.sasl_users.items()
+            for mechanism in SCRAM_MECHANISMS
+            for arg in ("--add-scram", f"{mechanism}=[name={name},password={password.get_secret_value()}]")
+        ]
         cmd = [*self._java_cmd(java, libs), "kafka.tools.StorageTool", "format", "-t", cluster_id,
-               "-c", str(self.properties_file)]  # fmt: skip
+               "-c", str(self.properties_file), *scram]  # fmt: skip
         done = subprocess.run(cmd, capture_output=True, text=True, cwd=self.home)
         if done.returncode != 0:
-            raise LocalKafkaError(f"formatting KRaft storage failed:\n{done.stdout}{done.stderr}")
+            output = done.stdout + done.stderr
+            for password in self.sasl_users.values():  # the tool may echo its arguments
+                output = output.replace(password.get_secret_value(), "**********")
+            raise LocalKafkaError(f"formatting KRaft storage failed:\n{output}")
 
     def _wait_ready(self, pid: int | None) -> None:
         host, port = self.settings.local_kafka_host, self.settings.local_kafka_port
@@ -237,7 +291,7 @@ class LocalKafka:
         raise LocalKafkaError(f"the broker did not become ready in time; see {self.log_file}\n{self._log_tail()}")
 
     def _answers_metadata(self) -> bool:
-        return cluster_reachable(self.bootstrap, timeout_s=5.0)
+        return cluster_reachable(self.client_endpoint(), timeout_s=5.0)
 
     def _log_tail(self, lines: int = 20) -> str:
         chunks = []

@@ -38,6 +38,7 @@ import torch
 from models.augmentation.pipeline import Augmentation
 from models.baselines import DecayedPopularity, default_baselines
 from models.checkpoint import Checkpoint, CheckpointError, load_latest, save_checkpoint
+from models.parameter_sync import ItemParameterSync
 from models.recommender import Recommender, RecommenderConfig
 from models.training import RECOMMENDER, Observation, OnlineTrainer, StepReport
 from stream.baseline_process import BaselineProcess
@@ -124,6 +125,12 @@ class Learner:
         # The baselines' prequential table as last fetched from their process (for /metrics).
         self.baseline_metrics: dict[str, dict[str, dict[str, float]]] = {}
         self._last_checkpoint = time.monotonic()
+        # Item parameters shared with the other workers (models/parameter_sync.py). The identity
+        # and contributions belong to the model's lineage: restored with it, new without it.
+        self.sync: ItemParameterSync | None = None
+        if settings.param_sync:
+            saved = checkpoint.parameter_sync if checkpoint is not None else None
+            self.sync = ItemParameterSync.from_state_dict(saved) if saved else ItemParameterSync()
         if checkpoint is not None:
             self.trained = {(t, p): o for t, parts in checkpoint.offsets.items() for p, o in parts.items()}
             self.stats.restored_from = str(checkpoint.path)
@@ -198,9 +205,10 @@ class Learner:
             await self._saving
         async with self.guarded.lock:
             state = await asyncio.to_thread(self.model.state_dict)
+            sync = self.sync.state_dict() if self.sync is not None else None
             offsets = self._offsets()
         self._last_checkpoint = time.monotonic()
-        self._saving = asyncio.ensure_future(asyncio.to_thread(self._write, state, offsets))
+        self._saving = asyncio.ensure_future(asyncio.to_thread(self._write, state, offsets, sync))
         if wait:
             await self._saving
 
@@ -210,10 +218,10 @@ class Learner:
             offsets.setdefault(topic, {})[partition] = offset
         return offsets
 
-    def _write(self, state: dict[str, Any], offsets: Offsets) -> None:
+    def _write(self, state: dict[str, Any], offsets: Offsets, sync: dict[str, Any] | None = None) -> None:
         directory: Path = self.settings.checkpoint_dir
         try:
-            path = save_checkpoint(state, directory, offsets, keep=self.settings.checkpoint_keep)
+            path = save_checkpoint(state, directory, offsets, keep=self.settings.checkpoint_keep, parameter_sync=sync)
         except CheckpointError as error:
             # Training goes on: the previous checkpoints are intact, and the next attempt may succeed.
             self.stats.checkpoint_errors += 1

@@ -19,6 +19,8 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from stream.datasets import Dataset
+from stream.kafka_admin import start_client
+from stream.kafka_security import new_producer
 from stream.settings import Settings
 
 MAX_IN_FLIGHT = 20_000
@@ -62,15 +64,15 @@ class ReplayReport:
 
 
 def producer_for(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
+    """A producer for the configured cluster (its credentials included), tuned for throughput."""
     options: dict[str, Any] = {
-        "bootstrap_servers": settings.bootstrap_servers,
         "acks": "all",
         "linger_ms": 5,
         "max_batch_size": 256 * 1024,
         "compression_type": None,
     }
     options.update(overrides)
-    return AIOKafkaProducer(**options)
+    return new_producer(settings, **options)
 
 
 def _ts_of(event: dict[str, Any]) -> int:
@@ -89,7 +91,7 @@ async def replay(
 ) -> ReplayReport:
     report = ReplayReport()
     producer = producer_for(settings)
-    await producer.start()
+    await start_client(producer, settings)
     in_flight: list[asyncio.Future[Any]] = []
 
     async def send(topic: str, key: Any, event: dict[str, Any]) -> None:

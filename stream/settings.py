@@ -12,14 +12,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="STREAMREC_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a validation error must not echo the environment it read (passwords).
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_", extra="ignore", frozen=True, hide_input_in_errors=True)
 
     # --- Kafka -----------------------------------------------------------------------------
     kafka_bootstrap_servers: str | None = Field(
@@ -65,6 +66,12 @@ class Settings(BaseSettings):
     batch_within_s: float = Field(default=0.2, gt=0, description="Max wait to fill a batch.")
     max_poll_records: int = Field(default=5000, ge=1, description="Records per fetch from Kafka.")
     stream_buffer_maxsize: int = Field(default=20000, ge=1, description="Faust's per-stream buffer.")
+    broker_session_timeout_s: float = Field(
+        default=60.0,
+        ge=6,
+        le=1800,
+        description="A worker silent this long leaves the group and its partitions move (the broker allows 6-1800).",
+    )
     web_host: str = "127.0.0.1"
     web_port: int = Field(default=6066, ge=1, le=65535)
     api_token: SecretStr | None = Field(
@@ -101,6 +108,13 @@ class Settings(BaseSettings):
     )
     embedding_max_per_s: float = Field(default=20_000, gt=0, description="Records per second, at most.")
     embedding_flush_interval_s: float = Field(default=0.25, gt=0)
+
+    # --- Scale-out: item parameters shared between stream workers (docs/scaling.md) ---------------
+    param_sync: bool = Field(
+        default=True, description="Share item-side parameters with the other stream workers over Kafka."
+    )
+    param_sync_interval_s: float = Field(default=1.0, gt=0, description="How often contributions are published.")
+    topic_item_parameters: str = "streamrec.item-parameters"
 
     # --- Augmentation (models/augmentation; see the README's "Augmentation" section) ----------
     augment: bool = Field(default=True, description="Augment and expand samples in the stream worker.")
@@ -165,6 +179,45 @@ class Settings(BaseSettings):
     @classmethod
     def _aware(cls, value: datetime) -> datetime:
         return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+    # --- Kafka security (stream/kafka_security.py; docs/security.md) --------------------------------
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = Field(default=None, description="PEM CAs that sign the brokers (default: system).")
+    kafka_ssl_certfile: Path | None = Field(default=None, description="PEM client certificate (mutual TLS).")
+    kafka_ssl_keyfile: Path | None = Field(default=None, description="Its private key, if not in the certfile.")
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_check_hostname: bool = Field(default=True, description="Certificates are verified either way.")
+    local_kafka_sasl_users: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='JSON {"user": "password"}: the embedded broker listens with SASL (PLAIN, SCRAM) instead.',
+    )
+
+    @field_validator(
+        "kafka_sasl_username", "kafka_sasl_password", "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile",
+        "kafka_ssl_key_password", mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value  # a chart or compose file renders unset values as ""
+
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, str):
+            return value
+        return value.strip().upper() or cls.model_fields[info.field_name].default  # "" is the default
+
+    @model_validator(mode="after")
+    def _kafka_security_consistent(self) -> Settings:
+        from stream.kafka_security import KafkaSecurity, local_user_problems
+
+        problems = KafkaSecurity.from_settings(self).problems() + local_user_problems(self.local_kafka_sasl_users)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @cached_property
     def uses_embedded_kafka(self) -> bool:

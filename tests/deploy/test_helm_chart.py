@@ -30,7 +30,14 @@ EVERYTHING = [
     "--set", "metrics.serviceMonitor.enabled=true", "--set", "metrics.prometheusRule.enabled=true",
     "--set", "metrics.grafanaDashboard.enabled=true", "--set", "keda.enabled=true",
 ]  # fmt: skip
-VALUES = {"default": [], "gpu": GPU, "everything": GPU + EVERYTHING}
+SECURED = [
+    "--set", "kafka.security.protocol=SASL_SSL", "--set", "kafka.security.saslMechanism=SCRAM-SHA-512",
+    "--set", "kafka.security.saslSecret.name=kafka-user", "--set", "kafka.security.tls.secretName=kafka-tls",
+    "--set", "kafka.security.tls.certFile=client.crt", "--set", "kafka.security.tls.keyFile=client.key",
+    "--set", "kafka.security.tls.keyPasswordKey=key-password",
+    "--set", "keda.enabled=true", "--set", "keda.authenticationRef=kafka-keda",
+]  # fmt: skip
+VALUES = {"default": [], "gpu": GPU, "everything": GPU + EVERYTHING, "secured": SECURED}
 
 
 def helm(*args: str) -> subprocess.CompletedProcess[str]:
@@ -127,6 +134,50 @@ def test_the_chart_refuses_missing_kafka_and_more_workers_than_partitions():
     too_many = helm("template", "rec", str(CHART), "--kube-version", KUBE_VERSION, *REQUIRED,
                     "--set", "kafka.partitions=4", "--set", "streamWorker.replicas=5")  # fmt: skip
     assert too_many.returncode != 0 and "exceeds kafka.partitions (4)" in too_many.stderr
+
+
+def test_kafka_security_reaches_both_workers_with_secrets_from_secret_refs_only():
+    docs = render(SECURED)
+    config = by_kind(docs, "ConfigMap")[0]["data"]
+    assert {k: v for k, v in config.items() if k.startswith("STREAMREC_KAFKA_S")} == {
+        "STREAMREC_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "STREAMREC_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "STREAMREC_KAFKA_SSL_CHECK_HOSTNAME": "true",
+        "STREAMREC_KAFKA_SSL_CAFILE": "/etc/streamrec/kafka-tls/ca.crt",
+        "STREAMREC_KAFKA_SSL_CERTFILE": "/etc/streamrec/kafka-tls/client.crt",
+        "STREAMREC_KAFKA_SSL_KEYFILE": "/etc/streamrec/kafka-tls/client.key",
+    }
+    for workload in by_kind(docs, "StatefulSet") + by_kind(docs, "Deployment"):
+        pod = workload["spec"]["template"]["spec"]
+        env = {e["name"]: e.get("valueFrom", {}).get("secretKeyRef") for e in pod["containers"][0]["env"]}
+        assert env["STREAMREC_KAFKA_SASL_USERNAME"] == {"name": "kafka-user", "key": "username"}
+        assert env["STREAMREC_KAFKA_SASL_PASSWORD"] == {"name": "kafka-user", "key": "password"}
+        assert env["STREAMREC_KAFKA_SSL_KEY_PASSWORD"] == {"name": "kafka-tls", "key": "key-password"}
+        mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+        assert mounts["kafka-tls"] == {"name": "kafka-tls", "mountPath": "/etc/streamrec/kafka-tls", "readOnly": True}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["kafka-tls"]["secret"] == {"secretName": "kafka-tls", "defaultMode": 0o440}
+    trigger = by_kind(docs, "ScaledObject")[0]["spec"]["triggers"][0]
+    assert (trigger["metadata"]["sasl"], trigger["metadata"]["tls"]) == ("scram_sha512", "enable")
+    assert trigger["authenticationRef"] == {"name": "kafka-keda"}
+    # PLAINTEXT, the default: the protocol is said, and nothing else about security is rendered.
+    plain = render([])
+    config = by_kind(plain, "ConfigMap")[0]["data"]
+    assert [k for k in config if k.startswith("STREAMREC_KAFKA_S")] == ["STREAMREC_KAFKA_SECURITY_PROTOCOL"]
+    for workload in by_kind(plain, "StatefulSet") + by_kind(plain, "Deployment"):
+        pod = workload["spec"]["template"]["spec"]
+        assert not [e for e in pod["containers"][0]["env"] if e["name"].startswith("STREAMREC_KAFKA")]
+        assert "kafka-tls" not in {v["name"] for v in pod["volumes"]}
+
+
+def test_the_chart_refuses_sasl_without_credentials_and_keda_without_authentication():
+    base = ["template", "rec", str(CHART), "--kube-version", KUBE_VERSION, *REQUIRED]
+    no_secret = helm(*base, "--set", "kafka.security.protocol=SASL_SSL")
+    assert no_secret.returncode != 0 and "needs kafka.security.saslSecret.name" in no_secret.stderr
+    no_auth = helm(*base, "--set", "kafka.security.protocol=SSL", "--set", "keda.enabled=true")
+    assert no_auth.returncode != 0 and "keda.authenticationRef is required" in no_auth.stderr
+    typo = helm(*base, "--set", "kafka.security.protocol=SASL")
+    assert typo.returncode != 0 and "use PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL" in typo.stderr
 
 
 def leaf_keys(values: dict, prefix: str = "") -> list[str]:

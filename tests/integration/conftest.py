@@ -82,6 +82,7 @@ def app_settings(broker: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
         "topic_embeddings": f"{prefix}.embeddings",
         "topic_inference_requests": f"{prefix}.inference.requests",
         "topic_inference_results": f"{prefix}.inference.results",
+        "topic_item_parameters": f"{prefix}.item-parameters",
         "inference_web_port": free_port(),
         "topic_partitions": 4,
         "state_dir": tmp_path / "state",
