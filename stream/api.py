@@ -19,12 +19,14 @@ With ``STREAMREC_API_TOKEN`` set, every route but ``/health`` and ``/metrics`` (
 probe and a scraper must reach them) answers 401 unless the request carries
 ``Authorization: Bearer <token>``.
 
-Bad parameters get 400 with a message; unknown ids get 404. Routes keyed by user are routed to the
-worker that owns the user's partition (``table_route``), so any worker answers any user.
+Bad parameters get 400 with a message; unknown ids get 404. Routes keyed by user (or catalogue
+item) are forwarded to the worker that owns the key's partition (:func:`owner_route`), so any
+worker answers for any user; while the group has not assigned that partition yet, 503.
 """
 
 from __future__ import annotations
 
+import functools
 import hmac
 import time
 from collections.abc import Awaitable, Callable, Collection
@@ -32,11 +34,13 @@ from typing import Any
 
 import faust
 from aiohttp import web
+from faust.exceptions import SameNode
 from faust.web import Request, Response, View
+from yarl import URL
 
 from models.serving import parse_k, recommend_for
 from stream.augment import StreamAugmenter
-from stream.ingest import IngestStats
+from stream.ingest import IngestStats, partition_for_key
 from stream.learner import Learner
 from stream.metrics import (
     GpuCollector,
@@ -53,6 +57,10 @@ from stream.settings import Settings
 from stream.user_state import history_items, seen_items
 
 OPEN_PATHS = frozenset({"/health", "/metrics"})
+# An id in a route: any one path segment. aiohttp's default for ``{name}`` is ``[^{}/]+``, matched after
+# percent-decoding, so an id with a brace (valid in events) got the router's 404 and could never be read.
+# Metrics label routes by their canonical template, which stays ``/users/{user_id}``.
+ID = "[^/]+"
 
 
 def bearer_token_required(token: str) -> Callable[..., Awaitable[web.StreamResponse]]:
@@ -70,6 +78,40 @@ def bearer_token_required(token: str) -> Callable[..., Awaitable[web.StreamRespo
         )
 
     return check
+
+
+def owner_route(app: faust.App, table: faust.Table, match_info: str) -> Callable[..., Any]:
+    """Decorate a view method to run on the worker that owns ``match_info``'s partition of ``table``.
+
+    Faust's own ``table_route`` finds the partition by hashing the key as the changelog serialises
+    it (JSON, ``"u38"``), but a table's partition is its *source* partition, which producers pick
+    by hashing the raw key (``u38``): the two disagree for most keys, so with several workers a
+    request landed on a worker without the user and answered 404. This hashes the raw key, as
+    every Kafka client's default partitioner and :func:`stream.ingest.partition_for_key` do, then
+    forwards through Faust's router (the request's headers, the bearer token included, go along).
+    """
+
+    def decorator(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
+        @functools.wraps(handler)
+        async def routed(view: View, request: Request, **kwargs: Any) -> Response:
+            key = request.match_info[match_info]
+            partition = partition_for_key(key, table.partitions or app.conf.topic_partitions)
+            changelog = table.changelog_topic.get_topic_name()
+            owners = [
+                url
+                for url, topics in app.router.table_metadata(table.name).items()
+                if partition in topics.get(changelog, ())
+            ]
+            if not owners:
+                return view.json({"error": f"partition {partition} is not assigned yet; retry shortly"}, status=503)
+            try:
+                return await app.router._route_req(URL(owners[0]), view.web, request)
+            except SameNode:
+                return await handler(view, request, **kwargs)
+
+        return routed
+
+    return decorator
 
 
 def register_views(
@@ -137,7 +179,7 @@ def register_views(
         return [(item, trending.score(item, now_s)) for item in trending.top(k, exclude)]
 
     class Recommend(View):
-        @app.table_route(table=user_state, match_info="user_id")
+        @owner_route(app, user_state, "user_id")
         async def get(self, request: Request, user_id: str) -> Response:
             try:
                 k = parse_k(request.query.get("k"))
@@ -156,9 +198,9 @@ def register_views(
                 }
             )
 
-    app.page("/recommend/{user_id}")(Recommend)
+    app.page(f"/recommend/{{user_id:{ID}}}")(Recommend)
 
-    @app.page("/similar/{item_id}")
+    @app.page(f"/similar/{{item_id:{ID}}}")
     class Similar(View):
         async def get(self, request: Request, item_id: str) -> Response:
             try:
@@ -184,7 +226,7 @@ def register_views(
                 body["parameter_sync"] = exchange.report()
             return self.json(body)
 
-    @app.page("/parameters/items/{item_id}")
+    @app.page(f"/parameters/items/{{item_id:{ID}}}")
     class ItemParameters(View):
         async def get(self, request: Request, item_id: str) -> Response:
             if item_id not in guarded.model.items:
@@ -200,7 +242,7 @@ def register_views(
                 }
             )
 
-    @app.page("/embeddings/{kind}/{entity_id}")
+    @app.page(f"/embeddings/{{kind}}/{{entity_id:{ID}}}")
     class Embedding(View):
         async def get(self, request: Request, kind: str, entity_id: str) -> Response:
             if kind not in ("users", "items"):
@@ -236,7 +278,7 @@ def _register_entity_view(app: faust.App, table: faust.Table, plural: str, id_fi
     """``GET /<plural>/{id}``: one table entry, routed to the worker that owns its partition."""
 
     class EntityView(View):
-        @app.table_route(table=table, match_info=id_field)
+        @owner_route(app, table, id_field)
         async def get(self, request: Request, **match: str) -> Response:
             entity_id = match[id_field]
             entry = table.get(entity_id)
@@ -245,4 +287,4 @@ def _register_entity_view(app: faust.App, table: faust.Table, plural: str, id_fi
             return self.json({id_field: entity_id, **entry})
 
     EntityView.__name__ = f"{plural.title()}View"
-    app.page(f"/{plural}/{{{id_field}}}")(EntityView)
+    app.page(f"/{plural}/{{{id_field}:{ID}}}")(EntityView)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from models.recommender import Recommender
+from stream.kafka_admin import end_offsets
 from stream.learner import recommender_config
 from tests.integration.conftest import Worker, free_port, settings_of
 from tests.integration.test_ingestion import expected_state, produce, valid_events
@@ -54,11 +55,22 @@ def spread_over(workers: list[Worker], topics: tuple[str, str], partitions: int)
     return wait_until(settled, 90, "partitions spread over every worker")
 
 
-def users_match(worker: Worker, expected: dict[str, dict[str, Any]]) -> bool:
+class Mismatch(str):
+    """A falsy explanation: ``wait_until`` keeps polling and shows the last one if time runs out."""
+
+    def __bool__(self) -> bool:
+        return False
+
+
+def users_match(worker: Worker, expected: dict[str, dict[str, Any]]) -> bool | Mismatch:
+    """Whether every user's state, asked through ``worker``, is the expected one (else the first difference)."""
     for user, state in expected.items():
         status, body = worker.get(f"/users/{user}")
-        if status != 200 or {k: body[k] for k in state} != state:
-            return False
+        if status != 200:
+            return Mismatch(f"{user}: HTTP {status} {body}")
+        got = {k: body[k] for k in state}
+        if got != state:
+            return Mismatch(f"{user}: {got['events']} events, expected {state['events']}")
     return True
 
 
@@ -83,7 +95,11 @@ def test_two_workers_converge_on_the_item_parameters(app_settings, start_worker,
 
     events = valid_events(3000, seed=41)
     asyncio.run(produce(settings.bootstrap_servers, records_for(values, events)))
-    wait_until(lambda: a.get("/stats")[1]["trained"] + b.get("/stats")[1]["trained"] == len(events), 120, "all trained")
+    def all_trained() -> bool | Mismatch:
+        counts = [w.get("/stats")[1]["trained"] for w in (a, b)]
+        return True if sum(counts) == len(events) else Mismatch(f"trained {counts}")
+
+    wait_until(all_trained, 120, "every event trained by one of the two")
     trained = [a.get("/stats")[1]["trained"], b.get("/stats")[1]["trained"]]
     assert min(trained) > 0.2 * len(events)  # both did a real share of the training
 
@@ -125,7 +141,8 @@ def test_three_workers_share_six_partitions_and_take_over_a_killed_one(app_setti
     first, second = events[:2000], events[2000:]
     asyncio.run(produce(settings.bootstrap_servers, records_for(values, first)))
     expected_first = expected_state(first)
-    wait_until(lambda: users_match(workers[0], expected_first), 120, "first half in the user state")
+    for worker in workers:  # each answers for every user, whichever worker owns it
+        wait_until(lambda w=worker: users_match(w, expected_first), 120, "first half in the user state")
 
     victim = max(workers, key=lambda w: len(w.get("/stats")[1]["assigned"]))
     survivors = [w for w in workers if w is not victim]
@@ -141,3 +158,20 @@ def test_three_workers_share_six_partitions_and_take_over_a_killed_one(app_setti
         wait_until(lambda w=worker: users_match(w, expected), 120, "every event applied once, via every worker")
     totals = [w.get("/stats?totals=1")[1] for w in survivors]
     assert all(t["dead_letters_total"] == 0 for t in totals)
+
+    # and the model side: every input partition is trained to its end by the worker that owns it now
+    ends = {
+        f"{topic}:{partition}": end
+        for topic in settings.interaction_topics
+        for partition, end in asyncio.run(end_offsets(settings.bootstrap_servers, topic)).items()
+    }
+
+    def trained_to_the_end() -> bool | Mismatch:
+        trained: dict[str, int] = {}
+        for worker in survivors:
+            for tp, offset in worker.get("/model")[1]["trained_offsets"].items():
+                trained[tp] = max(trained.get(tp, 0), offset)
+        behind = {tp: (trained.get(tp), end) for tp, end in ends.items() if trained.get(tp) != end}
+        return True if not behind else Mismatch(f"behind: {behind}")
+
+    wait_until(trained_to_the_end, 60, "every partition trained to its end")
