@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -27,6 +27,8 @@ from pydantic import (
 )
 
 MAX_ID_LENGTH = 256
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
 
 
 class Reason(StrEnum):
@@ -95,22 +97,41 @@ Id = Annotated[
 
 
 def _timestamp_to_ms(value: Any) -> Any:
-    """Accept epoch milliseconds (an integer) or an ISO-8601 string; naive times are UTC."""
+    """Accept epoch milliseconds (an integer, or its digits as text) or an ISO-8601 string; naive times are UTC."""
     if isinstance(value, bool):
-        return value  # rejected by the int validator below
+        # JSON true/false is not a time; pydantic's lax int would take it as 1 or 0 ms and the range
+        # check would then blame the time, not the type.
+        raise ValueError("a boolean is not a timestamp")
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return int(value)
     if isinstance(value, str):
         text = value.strip()
+        if len(text) >= 12 and text.isascii() and text.isdigit():
+            # Epoch milliseconds written as a string (every time since 1990 has 12 digits or more).
+            # fromisoformat must not see them: it takes any character between date and time, so it
+            # read "1346011472029" as 1346-01-14T20:29 and "1999123112000" as 1999-12-31T20:00.
+            return int(text)
         try:
             parsed = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
         except ValueError:
             return value  # not a date: the int validator reports a wrong type
         if parsed.tzinfo is None:
             parsed = parsed.replace(tzinfo=UTC)
-        return int(parsed.timestamp() * 1000)
+        # Integer arithmetic, not ``int(parsed.timestamp() * 1000)``: float seconds times 1000 falls a
+        # hair short of the millisecond for about 1 in 200 times given to the millisecond, and int()
+        # then dropped it ("2004-10-30T19:46:21.044Z" became ...043).
+        return (parsed - _EPOCH) // _ONE_MS
     return value
 
+
+def _not_a_bool(value: Any) -> Any:
+    """Reject JSON true/false where a number belongs: pydantic's lax float would read them as 1.0 and 0.0."""
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a number")
+    return value
+
+
+Price = Annotated[float, Field(ge=0, allow_inf_nan=False), BeforeValidator(_not_a_bool)]
 
 Timestamp = Annotated[
     int,
@@ -144,7 +165,7 @@ class Interaction(_Event):
     ts: Timestamp = Field(description="Event time, epoch milliseconds or ISO-8601.")
     type: Literal["click", "purchase"]
     session_id: Id | None = None
-    price: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    price: Price | None = None
     quantity: Annotated[int, Field(ge=1, strict=True)] = 1
     context: dict[str, Any] | None = Field(default=None, description="Free-form, e.g. device, page.")
 
@@ -160,7 +181,7 @@ class CatalogueItem(_Event):
     title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1024)]
     description: Annotated[str, Field(max_length=16384)]
     categories: Annotated[list[Annotated[str, StringConstraints(max_length=256)]], Field(max_length=64)]
-    price: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+    price: Price | None = None
     attributes: dict[str, str | int | float | bool | None] | None = Field(
         default=None, description="Optional scalar attributes, e.g. release_year."
     )

@@ -262,10 +262,12 @@ class Ingestor:
         for event, error in batch.invalid:
             message = event.message
             source = SourcePosition(message.topic, message.partition, message.offset)
+            # A record with neither key nor value is legal on the wire (the Java client and kcat send
+            # one), but aiokafka refuses to produce it and the agent would crash on every restart. Its
+            # dead letter carries an empty value instead: "no bytes" either way (DeadLetter.value is b"").
+            value = message.value if message.value is not None or message.key is not None else b""
             pending.append(
-                await self.send_dead_letter(
-                    key=message.key, value=message.value, headers=headers_for(error, source, now_ms)
-                )
+                await self.send_dead_letter(key=message.key, value=value, headers=headers_for(error, source, now_ms))
             )
             self.stats.dead_letters[str(error.reason)] += 1
         for key, event in batch.misrouted:

@@ -78,7 +78,16 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.topic_purchases, n, rf, {}),
         # The catalogue is state, not history: keep the latest entry per item forever.
         TopicSpec(settings.topic_catalogue, n, rf, {"cleanup.policy": "compact"}),
-        TopicSpec(settings.topic_dead_letters, n, rf, {"retention.ms": str(settings.dead_letter_retention_ms)}),
+        # A dead letter holds the original record, which may be as large as the broker allows, plus headers.
+        TopicSpec(
+            settings.topic_dead_letters,
+            n,
+            rf,
+            {
+                "retention.ms": str(settings.dead_letter_retention_ms),
+                "max.message.bytes": str(settings.dead_letter_max_bytes),
+            },
+        ),
         # Latest vector per entity; append time makes record.timestamp the moment it was published.
         TopicSpec(
             settings.topic_embeddings,

@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=4, ge=1)
     topic_replication_factor: int = Field(default=1, ge=1)
     dead_letter_retention_ms: int = 14 * 24 * 3600 * 1000
+    dead_letter_max_bytes: int = Field(
+        default=2 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Largest dead letter (the original record plus headers): above the input topics' limit.",
+    )
 
     # --- Stream worker ---------------------------------------------------------------------
     app_id: str = "streamrec"
@@ -66,6 +71,10 @@ class Settings(BaseSettings):
     batch_within_s: float = Field(default=0.2, gt=0, description="Max wait to fill a batch.")
     max_poll_records: int = Field(default=5000, ge=1, description="Records per fetch from Kafka.")
     stream_buffer_maxsize: int = Field(default=20000, ge=1, description="Faust's per-stream buffer.")
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        default="at_least_once",
+        description="exactly_once: Kafka transactions for tables and outputs (docs/delivery.md: what it covers).",
+    )
     broker_session_timeout_s: float = Field(
         default=60.0,
         ge=6,

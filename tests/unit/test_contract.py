@@ -1,4 +1,5 @@
 import json
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import jsonschema
@@ -51,10 +52,31 @@ def test_valid_event_is_normalised():
         ("1997-09-20T03:05:10+00:00", 874_724_710_000),
         ("1997-09-20T05:05:10+02:00", 874_724_710_000),
         ("1997-09-20T03:05:10", 874_724_710_000),  # naive means UTC
+        ("2004-10-30T19:46:21.044Z", 1_099_165_581_044),  # float seconds * 1000 made this ...043
+        ("1346011472029", 1_346_011_472_029),  # epoch ms as text, not 1346-01-14T20:29 (fromisoformat)
+        ("20041030", 1_099_094_400_000),  # an ISO basic date is still a date
     ],
 )
 def test_timestamp_forms(ts, expected):
     assert parse(event(ts=ts)).ts == expected
+
+
+@settings(deadline=None)
+@given(
+    st.integers(min_value=LIMITS.min_event_ms, max_value=NOW_MS),
+    st.integers(min_value=-14 * 60, max_value=14 * 60),
+)
+def test_iso_times_keep_every_millisecond(ms, offset_minutes):
+    """Any time written to the millisecond, in any UTC offset, is that exact epoch millisecond."""
+    zone = timezone(timedelta(minutes=offset_minutes))
+    written = (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)).astimezone(zone)
+    assert parse(event(ts=written.isoformat(timespec="milliseconds"))).ts == ms
+
+
+@settings(deadline=None)
+@given(st.integers(min_value=LIMITS.min_event_ms, max_value=NOW_MS))
+def test_epoch_milliseconds_as_text_are_those_milliseconds(ms):
+    assert parse(event(ts=str(ms))).ts == ms
 
 
 @pytest.mark.parametrize(
@@ -71,10 +93,13 @@ def test_timestamp_forms(ts, expected):
         (orjson.dumps(event(price="cheap")), Reason.WRONG_TYPE, "price"),
         (orjson.dumps(event(quantity=0)), Reason.WRONG_TYPE, "quantity"),
         (orjson.dumps(event(ts="yesterday")), Reason.WRONG_TYPE, "ts"),
+        (orjson.dumps(event(ts=True)), Reason.WRONG_TYPE, "ts: Value error, a boolean is not a timestamp"),
+        (orjson.dumps(event(price=True)), Reason.WRONG_TYPE, "price: Value error, a boolean is not a number"),
         (orjson.dumps(event(type="view")), Reason.UNKNOWN_EVENT_TYPE, "'view'"),
         (orjson.dumps(event(ts=1)), Reason.TS_OUT_OF_RANGE, "before 1990"),
         (orjson.dumps(event(ts=874_724_710)), Reason.TS_OUT_OF_RANGE, "epoch seconds given?"),
         (orjson.dumps(event(ts=NOW_MS + 3_600_001)), Reason.TS_OUT_OF_RANGE, "in the future"),
+        (orjson.dumps(event(ts="1999123112000")), Reason.TS_OUT_OF_RANGE, "in the future"),  # ms, not 1999-12-31
         (orjson.dumps(event(context={"pad": "x" * 2000})), Reason.PAYLOAD_TOO_LARGE, "exceeds the limit of 1024"),
     ],
 )
@@ -146,6 +171,8 @@ def test_published_schemas_match_the_models():
         (event(type="view"), False),
         (event(quantity=0), False),
         (event(user_id=[1]), False),
+        (event(price=True), False),
+        (event(ts=False), False),
     ],
 )
 def test_json_schema_agrees_with_the_validator(doc, valid):

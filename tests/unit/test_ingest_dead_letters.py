@@ -1,0 +1,95 @@
+"""How :class:`stream.ingest.Ingestor` sends dead letters, with the producer's rules but no broker.
+
+The fake producer enforces what aiokafka's ``AIOKafkaProducer.send`` enforces before anything
+reaches the wire (a record needs a key or a value): an agent that breaks that rule crashes, and a
+crashed ingestion agent stops the whole stream while ``/health`` still answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from stream.contract import Limits, Reason
+from stream.dead_letters import from_record
+from stream.ingest import Ingestor, IngestStats, partition_for_key
+
+PARTITIONS = 4
+
+
+@dataclass
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: float = 1_800_000_000.0
+
+
+@dataclass(eq=False)  # weak-referenceable and hashable by identity, as Faust's events are
+class Event:
+    message: Message
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
+
+    @property
+    def value(self) -> bytes | None:
+        return self.message.value
+
+
+@dataclass
+class Producer:
+    """Records as sent, refusing what aiokafka refuses: neither key nor value."""
+
+    sent: list[dict[str, Any]] = field(default_factory=list)
+
+    async def send(self, *, key: bytes | None, value: bytes | None, headers: Any = None) -> asyncio.Future[None]:
+        assert not (value is None and key is None), "Need at least one: key or value"  # aiokafka's own check
+        self.sent.append({"key": key, "value": value, "headers": list(headers or [])})
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+def ingestor(dead_letters: Producer) -> tuple[Ingestor, dict[str, Any]]:
+    user_state: dict[str, Any] = {}
+    return (
+        Ingestor(
+            user_state=user_state,
+            catalogue={},
+            send_dead_letter=dead_letters.send,
+            forward=lambda topic: Producer().send,
+            limits=Limits(),
+            partitions=PARTITIONS,
+            history_length=50,
+            stats=IngestStats(),
+        ),
+        user_state,
+    )
+
+
+def test_a_record_without_key_or_value_is_dead_lettered_and_the_batch_goes_on():
+    """Kafka accepts a record with a null key and a null value (the Java client sends one); it must not crash."""
+    dead_letters = Producer()
+    ingest, user_state = ingestor(dead_letters)
+    good = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "ts": 874_724_710_000, "type": "click"}
+    events = [
+        Event(Message("clicks", 1, 7, None, None)),  # neither key nor value
+        Event(Message("clicks", 2, 3, b"k", None)),  # a tombstone: its null value is kept
+        Event(Message("clicks", partition_for_key("u1", PARTITIONS), 0, b"u1", orjson.dumps(good))),
+    ]
+
+    trained = asyncio.run(ingest.interactions(events))
+
+    letters = [from_record(s["key"], s["value"], s["headers"]) for s in dead_letters.sent]
+    assert [(d.source.partition, d.source.offset, d.reason, d.key) for d in letters] == [
+        (1, 7, Reason.MALFORMED_JSON.value, None),
+        (2, 3, Reason.MALFORMED_JSON.value, b"k"),
+    ]
+    assert [s["value"] for s in dead_letters.sent] == [b"", None]
+    assert [e.interaction.event_id for e in trained] == ["e1"]
+    assert user_state["u1"]["events"] == 1
+    assert ingest.stats.dead_letters == {"malformed_json": 2} and ingest.stats.consumed == {"clicks": 3}
