@@ -142,6 +142,7 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
         history_length=settings.history_length,
         seen_length=settings.seen_length,
         dedupe_window=settings.dedupe_window,
+        max_dead_letter_bytes=settings.dead_letter_max_bytes,
         stats=stats,
     )
     publisher = None

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 HEADER_PREFIX = "streamrec.dlq."
 MAX_DETAIL_CHARS = 512
+# Room left in a dead-letter record for its key and headers (keys are at most a few KiB in practice).
+HEADROOM_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,20 @@ class DeadLetter:
     detail: str
     source: SourcePosition
     failed_at_ms: int
+    original_size: int | None = None  # set when ``value`` is a truncated prefix of the original record
+
+
+def fit_value(value: bytes, max_record_bytes: int) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """The value to dead-letter and its extra headers: the original bytes, or a prefix if they cannot fit.
+
+    An input topic may accept records larger than the dead-letter topic does (its own
+    ``max.message.bytes``). Such a record is not dropped and does not stop the worker: its dead
+    letter carries the first bytes and ``streamrec.dlq.truncated_from`` with the original size.
+    """
+    limit = max(0, max_record_bytes - HEADROOM_BYTES)
+    if len(value) <= limit:
+        return value, []
+    return value[:limit], [(HEADER_PREFIX + "truncated_from", str(len(value)).encode())]
 
 
 def headers_for(error: InvalidEvent, source: SourcePosition, failed_at_ms: int) -> list[tuple[str, bytes]]:
@@ -61,6 +77,7 @@ def from_record(key: bytes | None, value: bytes | None, headers: list[tuple[str,
         detail=h["detail"],
         source=SourcePosition(h["source.topic"], int(h["source.partition"]), int(h["source.offset"])),
         failed_at_ms=int(h["failed_at_ms"]),
+        original_size=int(h["truncated_from"]) if "truncated_from" in h else None,
     )
 
 

@@ -28,7 +28,7 @@ from faust.types import EventT
 
 from models.training import Observation
 from stream.contract import CatalogueItem, Interaction, InvalidEvent, Limits, parse_catalogue_item, parse_interaction
-from stream.dead_letters import SourcePosition, headers_for
+from stream.dead_letters import SourcePosition, fit_value, headers_for
 from stream.user_state import apply_interactions, event_time_order
 
 E = TypeVar("E", Interaction, CatalogueItem)
@@ -175,6 +175,7 @@ class Ingestor:
         stats: IngestStats,
         seen_length: int = 1000,
         dedupe_window: int = 0,
+        max_dead_letter_bytes: int = 2 * 1024 * 1024,
     ) -> None:
         self.user_state = user_state
         self.catalogue = catalogue
@@ -185,6 +186,7 @@ class Ingestor:
         self.history_length = history_length
         self.seen_length = seen_length
         self.dedupe_window = dedupe_window
+        self.max_dead_letter_bytes = max_dead_letter_bytes
         self.stats = stats
 
     async def interactions(self, events: Sequence[EventT]) -> list[TrainingEvent]:
@@ -266,9 +268,11 @@ class Ingestor:
             # one), but aiokafka refuses to produce it and the agent would crash on every restart. Its
             # dead letter carries an empty value instead: "no bytes" either way (DeadLetter.value is b"").
             value = message.value if message.value is not None or message.key is not None else b""
-            pending.append(
-                await self.send_dead_letter(key=message.key, value=value, headers=headers_for(error, source, now_ms))
-            )
+            headers = headers_for(error, source, now_ms)
+            if value:
+                value, extra = fit_value(value, self.max_dead_letter_bytes)
+                headers += extra
+            pending.append(await self.send_dead_letter(key=message.key, value=value, headers=headers))
             self.stats.dead_letters[str(error.reason)] += 1
         for key, event in batch.misrouted:
             send = self.forward(event.message.topic)

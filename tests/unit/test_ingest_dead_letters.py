@@ -93,3 +93,20 @@ def test_a_record_without_key_or_value_is_dead_lettered_and_the_batch_goes_on():
     assert [e.interaction.event_id for e in trained] == ["e1"]
     assert user_state["u1"]["events"] == 1
     assert ingest.stats.dead_letters == {"malformed_json": 2} and ingest.stats.consumed == {"clicks": 3}
+
+
+def test_a_record_larger_than_the_dead_letter_topic_takes_is_dead_lettered_as_a_marked_prefix():
+    """An input topic configured for bigger records than the dead-letter topic: a prefix, never a crash."""
+    dead_letters = Producer()
+    ingest, _ = ingestor(dead_letters)
+    ingest.max_dead_letter_bytes = 1024 * 1024
+    huge = b'{"event_id": "x", "pad": "' + b"z" * 3_000_000 + b'"}'
+    fits = b"y" * (1024 * 1024 - 64 * 1024)  # exactly what fits with the headroom for headers
+    asyncio.run(
+        ingest.interactions([Event(Message("clicks", 0, 1, b"u", huge)), Event(Message("clicks", 0, 2, b"u", fits))])
+    )
+
+    big, small = (from_record(s["key"], s["value"], s["headers"]) for s in dead_letters.sent)
+    assert big.reason == small.reason == Reason.PAYLOAD_TOO_LARGE.value
+    assert big.original_size == len(huge) and big.value == huge[: len(fits)]
+    assert small.original_size is None and small.value == fits  # the original bytes when they fit
