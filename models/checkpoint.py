@@ -76,10 +76,16 @@ def save_checkpoint(
             os.fsync(f.fileno())
         os.replace(tmp, final)
         _fsync_directory(directory)
-    except OSError as exc:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise CheckpointError(f"cannot write checkpoint to {directory}: {exc.strerror or exc}") from exc
+            tmp.unlink()  # whatever went wrong, no torn temporary file stays behind
+        os_error = _os_error_behind(exc)
+        if os_error is None:
+            raise  # not the file system: a bug, not a disk to report
+        cause = os_error.strerror or str(os_error)
+        if isinstance(os_error, FileExistsError) and not directory.is_dir():
+            cause = "Not a directory"  # what mkdir(exist_ok=True) means when it says "File exists"
+        raise CheckpointError(f"cannot write checkpoint to {directory}: {cause}") from exc
     for old in list_checkpoints(directory)[keep:]:
         with contextlib.suppress(OSError):
             old.unlink()
@@ -107,6 +113,23 @@ def load_latest(directory: Path, device: str | None = None) -> Checkpoint | None
             continue
         offsets = {topic: {int(p): int(o) for p, o in parts.items()} for topic, parts in payload["offsets"].items()}
         return Checkpoint(model, offsets, path, float(payload["saved_at"]), payload.get("parameter_sync"))
+    return None
+
+
+def _os_error_behind(error: BaseException) -> OSError | None:
+    """The OSError that ``error`` is, or that it was raised while handling.
+
+    torch's zip writer turns a write that fails part-way (ENOSPC on a full disk) into a
+    ``RuntimeError("[enforce fail at inline_container.cc] ... unexpected pos ...")``, raised while
+    the ``OSError`` is being handled: the disk's error is in the exception's context.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
     return None
 
 

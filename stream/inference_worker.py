@@ -275,6 +275,9 @@ def run_inference_worker(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"
     )
+    from stream.supervision import back_off_failed_metadata_updates
+
+    back_off_failed_metadata_updates()  # no busy loop while the broker is away (see stream/supervision.py)
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -27,6 +28,8 @@ from typing import Any
 from stream.kafka_local import port_open
 from stream.settings import Settings
 
+EARLY_LOG_FORMAT = "[%(asctime)s] [%(process)s] [%(levelname)s]: %(message)s"  # as Faust's own lines
+
 
 def run_stream_worker(settings: Settings) -> None:
     import faust
@@ -34,7 +37,13 @@ def run_stream_worker(settings: Settings) -> None:
     from stream.app import build_app
     from stream.kafka_admin import ensure_topics
     from stream.learner import Learner
+    from stream.supervision import back_off_failed_metadata_updates
 
+    # What happens before Faust's worker configures logging (topics, the checkpoint restored, and
+    # its "resumed model version ..." line) would otherwise reach no handler below WARNING. Faust
+    # clears the root handlers when it sets up its own, so nothing is logged twice.
+    logging.basicConfig(level=settings.log_level.upper(), format=EARLY_LOG_FORMAT)
+    back_off_failed_metadata_updates()  # no busy loop while the broker is away (see stream/supervision.py)
     # Topics first, with the configured partition count, before Faust or a producer can auto-create them.
     asyncio.run(ensure_topics(settings))
     settings.state_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level

@@ -1,4 +1,6 @@
+import errno
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -102,3 +104,24 @@ except CheckpointError as error:
     assert [p.name for p in tmp_path.iterdir()] == [good.name]  # no temp file left behind
     restored = load_latest(tmp_path)
     assert restored is not None and restored.path == good and restored.offsets == OFFSETS
+
+
+def test_a_disk_that_fills_inside_torch_save_is_a_clear_error_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    """What torch does when the disk fills in the middle of its zip writer (seen on a full tmpfs under
+    a live worker): part of the archive is written, then the ENOSPC is turned into a RuntimeError
+    ("unexpected pos") raised while handling it. Still a CheckpointError naming the cause; no temp file."""
+    model, _ = trained(steps=1)
+    good = save_checkpoint(model, tmp_path, OFFSETS)
+
+    def save_until_the_disk_is_full(payload, f) -> None:
+        f.write(b"PK\x03\x04" + bytes(4096))  # the first records reached the disk
+        try:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:671] . unexpected pos 216960 vs 216912") from None
+
+    monkeypatch.setattr(torch, "save", save_until_the_disk_is_full)
+    with pytest.raises(CheckpointError, match=f"^cannot write checkpoint to {tmp_path}: No space left on device$"):
+        save_checkpoint(model, tmp_path, OFFSETS)
+    assert [p.name for p in tmp_path.iterdir()] == [good.name]
+    assert load_latest(tmp_path).path == good
