@@ -95,6 +95,7 @@ def test_two_workers_converge_on_the_item_parameters(app_settings, start_worker,
 
     events = valid_events(3000, seed=41)
     asyncio.run(produce(settings.bootstrap_servers, records_for(values, events)))
+
     def all_trained() -> bool | Mismatch:
         counts = [w.get("/stats")[1]["trained"] for w in (a, b)]
         return True if sum(counts) == len(events) else Mismatch(f"trained {counts}")
