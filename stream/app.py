@@ -101,7 +101,6 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
         broker_max_poll_records=settings.max_poll_records,
-        processing_guarantee=settings.processing_guarantee,
         # Faust's producer refuses records over 1,000,000 bytes by default, below the broker's limit:
         # dead-lettering a record the broker accepted would crash the agent (tests/integration/test_hostile_input.py).
         producer_max_request_size=settings.dead_letter_max_bytes,

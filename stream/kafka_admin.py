@@ -202,9 +202,12 @@ async def read_topic(target: KafkaTarget, topic: str, last: int | None = None) -
     """Every record now in ``topic`` (or the newest ``last`` per partition), partition by partition.
 
     Reads up to the end offsets taken at the start, so it returns even while producers write.
+    Committed records only: a topic written in transactions (``exactly_once``) also holds records
+    of aborted transactions (a killed worker's last batch) and transaction markers, which take
+    offsets but are never returned; the loop follows the consumer's position past them.
     ``target``: the settings, a :class:`~stream.kafka_security.KafkaEndpoint` or a PLAINTEXT ``host:port``.
     """
-    consumer = new_consumer(target, enable_auto_commit=False)
+    consumer = new_consumer(target, enable_auto_commit=False, isolation_level="read_committed")
     await start_client(consumer, target)
     try:
         tps = await topic_partitions(consumer, topic)
@@ -219,13 +222,9 @@ async def read_topic(target: KafkaTarget, topic: str, last: int | None = None) -
             if first >= ends[tp]:
                 continue
             consumer.seek(tp, first)
-            next_offset = first
-            while next_offset < ends[tp]:
+            while await consumer.position(tp) < ends[tp]:
                 batch = await consumer.getmany(tp, timeout_ms=1000)
-                for record in batch.get(tp, []):
-                    next_offset = record.offset + 1
-                    if record.offset < ends[tp]:
-                        records.append(record)
+                records.extend(record for record in batch.get(tp, []) if record.offset < ends[tp])
         return records
     finally:
         await consumer.stop()

@@ -73,7 +73,8 @@ class Settings(BaseSettings):
     stream_buffer_maxsize: int = Field(default=20000, ge=1, description="Faust's per-stream buffer.")
     processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
         default="at_least_once",
-        description="exactly_once: Kafka transactions for tables and outputs (docs/delivery.md: what it covers).",
+        description="exactly_once is refused: Faust's transactions do not make this pipeline exactly-once "
+        "(docs/delivery.md).",
     )
     broker_session_timeout_s: float = Field(
         default=60.0,
@@ -218,6 +219,16 @@ class Settings(BaseSettings):
         if not isinstance(value, str):
             return value
         return value.strip().upper() or cls.model_fields[info.field_name].default  # "" is the default
+
+    @model_validator(mode="after")
+    def _exactly_once_refused(self) -> Settings:
+        if self.processing_guarantee == "exactly_once":
+            raise ValueError(
+                "STREAMREC_PROCESSING_GUARANTEE=exactly_once is not supported: with Faust's transactions a worker "
+                "killed mid-stream still dead-letters records twice and, with training, leaves events untrained "
+                "(docs/delivery.md); the default at_least_once keeps every effect idempotent"
+            )
+        return self
 
     @model_validator(mode="after")
     def _kafka_security_consistent(self) -> Settings:

@@ -1,3 +1,4 @@
+import os
 import socket
 import subprocess
 import sys
@@ -77,3 +78,18 @@ def test_cli_says_how_to_fix_an_unreachable_cluster(tmp_path):
         "or set KAFKA_BOOTSTRAP_SERVERS to a running cluster"
     )
     assert "Traceback" not in done.stderr
+
+
+def test_exactly_once_is_refused_with_the_reason(monkeypatch):
+    """Faust's transactions were tried and do not make this pipeline exactly-once (docs/delivery.md)."""
+    monkeypatch.setenv("STREAMREC_PROCESSING_GUARANTEE", "exactly_once")
+    with pytest.raises(ValueError, match=r"exactly_once is not supported: .* dead-letters records twice"):
+        Settings()
+    monkeypatch.setenv("STREAMREC_PROCESSING_GUARANTEE", "at_least_once")
+    assert Settings().processing_guarantee == "at_least_once"
+    done = subprocess.run(
+        [sys.executable, "-m", "stream.cli", "worker", "stream"],
+        env={**os.environ, "STREAMREC_PROCESSING_GUARANTEE": "exactly_once"},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode != 0 and "invalid configuration" in done.stderr and "docs/delivery.md" in done.stderr
