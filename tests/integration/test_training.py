@@ -106,7 +106,8 @@ def test_worker_scores_trains_serves_and_publishes_what_the_model_holds(training
 
 def test_killed_worker_resumes_from_its_checkpoint_and_trains_each_event_once(app_settings, start_worker, tmp_path):
     """Clean stop → checkpoint; restart → resumed; kill -9 → the events since are re-read once."""
-    values = {**app_settings, "checkpoint_interval_s": 3600}  # only the shutdown checkpoint
+    # only the shutdown checkpoint; a killed member leaves the group after 10 s, not 60
+    values = {**app_settings, "checkpoint_interval_s": 3600, "broker_session_timeout_s": 10}
     settings = settings_of(values)
     events = valid_events(2400, seed=5)
     first, second = events[:1200], events[1200:]
