@@ -94,6 +94,28 @@ def app_settings(broker: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
     }
 
 
+def wait_until(condition: Callable[[], Any], timeout_s: float, what: str, poll_s: float = 0.3) -> Any:
+    """Poll ``condition`` until it returns something truthy (returned); fail after ``timeout_s`` showing the last value.
+
+    A falsy value that explains itself (see :class:`Mismatch`) makes the failure say what was still wrong.
+    """
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        last = condition()
+        if last:
+            return last
+        time.sleep(poll_s)
+    raise AssertionError(f"{what}: not within {timeout_s:.0f}s (last: {last})")
+
+
+class Mismatch(str):
+    """A falsy explanation: :func:`wait_until` keeps polling and shows the last one if time runs out."""
+
+    def __bool__(self) -> bool:
+        return False
+
+
 def settings_of(values: dict[str, Any]) -> Settings:
     return Settings(**values)
 

@@ -28,7 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from models.checkpoint import Checkpoint, load_latest
 from stream.contract import Reason
 from stream.dead_letters import DeadLetter, read_dead_letters
-from tests.integration.conftest import Worker, free_port, settings_of, streamrec
+from tests.integration.conftest import Worker, free_port, settings_of, streamrec, wait_until
 from tests.integration.test_ingestion import BAD_EVENTS, expected_state, produce, user_states, valid_events
 from tests.integration.test_training import records_for
 
@@ -100,17 +100,6 @@ def with_malformed(
             malformed[len(records)] = reason
             records.append((settings["topic_clicks"], b"u1", raw))
     return records, malformed
-
-
-def wait_until(condition: Callable[[], Any], timeout_s: float, what: str, poll_s: float = 0.3) -> Any:
-    """Poll ``condition`` until it returns something truthy (returned); fail after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(poll_s)
-    raise AssertionError(f"not met in {timeout_s:.0f}s: {what}")
 
 
 def checkpoint_with(directory: Path, min_samples: int) -> Checkpoint | None:

@@ -9,7 +9,6 @@ owner, so any worker answers for any user) and the item parameters each worker h
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import numpy as np
@@ -17,7 +16,7 @@ import numpy as np
 from models.recommender import Recommender
 from stream.kafka_admin import end_offsets
 from stream.learner import recommender_config
-from tests.integration.conftest import Worker, free_port, settings_of
+from tests.integration.conftest import Mismatch, Worker, free_port, settings_of, wait_until
 from tests.integration.test_ingestion import expected_state, produce, valid_events
 from tests.integration.test_training import records_for
 
@@ -25,17 +24,6 @@ from tests.integration.test_training import records_for
 def member(settings: dict[str, Any], name: str, tmp_path) -> dict[str, Any]:
     """One more worker of the same application: its own web port and state directory."""
     return {**settings, "web_port": free_port(), "state_dir": tmp_path / name}
-
-
-def wait_until(condition, timeout_s: float, what: str, poll_s: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        last = condition()
-        if last:
-            return last
-        time.sleep(poll_s)
-    raise AssertionError(f"{what}: not within {timeout_s:.0f}s (last: {last})")
 
 
 def assignments(workers: list[Worker]) -> list[set[str]]:
@@ -53,13 +41,6 @@ def spread_over(workers: list[Worker], topics: tuple[str, str], partitions: int)
         return owned if union == everything and disjoint and all(owned) else None
 
     return wait_until(settled, 90, "partitions spread over every worker")
-
-
-class Mismatch(str):
-    """A falsy explanation: ``wait_until`` keeps polling and shows the last one if time runs out."""
-
-    def __bool__(self) -> bool:
-        return False
 
 
 def users_match(worker: Worker, expected: dict[str, dict[str, Any]]) -> bool | Mismatch:

@@ -1,31 +1,12 @@
-from dataclasses import dataclass
-
 import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from stream.contract import Limits, Reason, parse_interaction
 from stream.ingest import classify, partition_for_key
+from tests.unit.test_ingest_dead_letters import Event, Message  # the same fakes of Faust's events
 
 PARTITIONS = 4
-
-
-@dataclass
-class Message:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
-
-
-@dataclass
-class Event:
-    message: Message
-
-    @property
-    def value(self) -> bytes:
-        return self.message.value
 
 
 def record(offset: int, user: str, partition: int | None = None, raw: bytes | None = None) -> Event:
