@@ -89,11 +89,12 @@ def keep_queued_events_on_resume(app: faust.App) -> None:
 def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
     """The worker's app; ``learner`` (restored from a checkpoint by the caller) turns training on."""
     brokers = ";".join(f"kafka://{host}" for host in settings.bootstrap_servers.split(","))
+    store = store_url(settings)
     app = faust.App(
         settings.app_id,
         broker=brokers,
         broker_credentials=faust_credentials(settings),  # SASL/TLS (stream/kafka_security.py)
-        store=store_url(settings),
+        store=store,
         datadir=str(settings.state_dir / "worker"),
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication_factor,
@@ -122,7 +123,16 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
     dead_letters = app.topic(settings.topic_dead_letters, partitions=settings.topic_partitions, **raw)
     forward_topics = {name: app.topic(name, **raw) for name in (*settings.interaction_topics, settings.topic_catalogue)}
 
-    json_table = {"schema": faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")}
+    json_table: dict[str, Any] = {"schema": faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")}
+    if store.startswith("rocksdb"):
+        # Bounded memory per table partition: Faust's defaults (a 2 GiB block cache and three 64 MiB
+        # memtables per partition database) let a long-running worker's memory grow by steps (bench/soak.py).
+        json_table["options"] = {
+            "block_cache_size": settings.rocksdb_block_cache_bytes,
+            "block_cache_compressed_size": settings.rocksdb_block_cache_bytes // 4,
+            "write_buffer_size": settings.rocksdb_write_buffer_bytes,
+            "max_write_buffer_number": 2,
+        }
     user_state = app.Table(
         "user_state", default=None, partitions=settings.topic_partitions, help="Per-user recent history.", **json_table
     )

@@ -60,6 +60,14 @@ class Settings(BaseSettings):
     # --- Stream worker ---------------------------------------------------------------------
     app_id: str = "streamrec"
     store: Literal["auto", "rocksdb", "memory"] = "auto"
+    rocksdb_block_cache_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="Block cache per table partition (Faust's default, 2 GiB each, let memory grow for long).",
+    )
+    rocksdb_write_buffer_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024 * 1024, description="Memtable size per table partition (two are kept)."
+    )
     history_length: int = Field(default=50, ge=1, description="Interactions kept per user.")
     seen_length: int = Field(
         default=1000, ge=1, description="Distinct items remembered per user (excluded from recommendations)."
