@@ -7,6 +7,7 @@ own topics and application id, so tests never see each other's events or consume
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -48,22 +49,35 @@ def streamrec(args: list[str], settings: dict[str, Any], **kwargs: Any) -> subpr
     )
 
 
-@pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """The session's broker settings; started with ``streamrec kafka start``, stopped at the end."""
-    state = tmp_path_factory.mktemp("broker")
+@contextlib.contextmanager
+def local_broker(state_dir: Path, **extra: Any) -> Iterator[tuple[dict[str, Any], str]]:
+    """A broker of our own, started and stopped with ``streamrec kafka``, on free ports in ``state_dir``.
+
+    Yields its settings and what ``kafka start`` printed. Tests that stop the broker or need SASL
+    get one of their own this way, so the session's broker is never disturbed.
+    """
     base = {
-        "state_dir": state,
+        "state_dir": state_dir,
         "local_kafka_port": free_port(),
         "local_kafka_controller_port": free_port(),
         "local_kafka_heap": "512m",
+        **extra,
     }
     started = streamrec(["kafka", "start"], base, timeout=300)
     assert started.returncode == 0, started.stdout + started.stderr
-    assert "running on 127.0.0.1:" in started.stdout
-    yield base
-    stopped = streamrec(["kafka", "stop"], base, timeout=120)
-    assert stopped.stdout.strip() == "Kafka stopped."
+    try:
+        yield base, started.stdout + started.stderr
+    finally:
+        stopped = streamrec(["kafka", "stop"], base, timeout=120)
+        assert stopped.stdout.strip() == "Kafka stopped."
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The session's broker settings."""
+    with local_broker(tmp_path_factory.mktemp("broker")) as (base, output):
+        assert "running on 127.0.0.1:" in output
+        yield base
 
 
 @pytest.fixture

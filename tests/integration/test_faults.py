@@ -28,7 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from models.checkpoint import Checkpoint, load_latest
 from stream.contract import Reason
 from stream.dead_letters import DeadLetter, read_dead_letters
-from tests.integration.conftest import Worker, free_port, settings_of, streamrec, wait_until
+from tests.integration.conftest import Worker, local_broker, settings_of, streamrec, wait_until
 from tests.integration.test_ingestion import BAD_EVENTS, expected_state, produce, user_states, valid_events
 from tests.integration.test_training import records_for
 
@@ -236,16 +236,8 @@ def test_worker_killed_mid_stream_resumes_and_accounts_for_every_event_once(app_
 @pytest.fixture(scope="module")
 def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A broker for this module alone (its own state directory and ports), so stopping it spares the session's."""
-    base = {
-        "state_dir": tmp_path_factory.mktemp("own-broker"),
-        "local_kafka_port": free_port(),
-        "local_kafka_controller_port": free_port(),
-        "local_kafka_heap": "512m",
-    }
-    started = streamrec(["kafka", "start"], base, timeout=300)
-    assert started.returncode == 0, started.stdout + started.stderr
-    yield base
-    streamrec(["kafka", "stop"], base, timeout=120)
+    with local_broker(tmp_path_factory.mktemp("own-broker")) as (base, _):
+        yield base
 
 
 def kill_broker(broker: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ from stream.kafka_security import new_producer
 from stream.replay import producer_for
 from stream.settings import Settings
 from stream.worker import WorkerProcess
-from tests.integration.conftest import env_for, free_port, streamrec
+from tests.integration.conftest import env_for, free_port, local_broker, streamrec
 
 pytestmark = pytest.mark.integration
 
@@ -43,23 +43,13 @@ def assert_no_secret(text: str, where: str) -> None:
 @pytest.fixture(scope="module")
 def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A broker whose only client listener is SASL_PLAINTEXT (PLAIN and SCRAM) with two users."""
-    state = tmp_path_factory.mktemp("sasl-broker")
-    base = {
-        "state_dir": state,
-        "local_kafka_port": free_port(),
-        "local_kafka_controller_port": free_port(),
-        "local_kafka_heap": "512m",
-        # The first user is the one the broker itself (and its readiness probe) authenticates as.
-        "local_kafka_sasl_users": json.dumps({"streamrec-broker": BROKER_PASSWORD, "alice": ALICE_PASSWORD}),
-    }
-    started = streamrec(["kafka", "start"], base, timeout=300)
-    assert started.returncode == 0, started.stdout + started.stderr
-    listener = "SASL_PLAINTEXT listener: PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 for alice, streamrec-broker"
-    assert listener in started.stdout
-    assert_no_secret(started.stdout + started.stderr, "`streamrec kafka start`")
-    yield base
-    stopped = streamrec(["kafka", "stop"], base, timeout=120)
-    assert stopped.stdout.strip() == "Kafka stopped."
+    # The first user is the one the broker itself (and its readiness probe) authenticates as.
+    users = json.dumps({"streamrec-broker": BROKER_PASSWORD, "alice": ALICE_PASSWORD})
+    with local_broker(tmp_path_factory.mktemp("sasl-broker"), local_kafka_sasl_users=users) as (base, output):
+        listener = "SASL_PLAINTEXT listener: PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 for alice, streamrec-broker"
+        assert listener in output
+        assert_no_secret(output, "`streamrec kafka start`")
+        yield base
 
 
 def client_settings(broker: dict[str, Any], tmp_path: Path, name: str, **security: Any) -> dict[str, Any]:

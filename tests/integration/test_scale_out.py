@@ -91,12 +91,14 @@ def test_two_workers_converge_on_the_item_parameters(app_settings, start_worker,
         gap = np.abs(parameters(a, items) - parameters(b, items)).max()  # NaN (unknown somewhere) is not < 1e-4
         return gap if gap < 1e-4 else None
 
-    reports = lambda: [w.get("/model")[1]["parameter_sync"] for w in (a, b)]  # noqa: E731
+    def sync_reports() -> list[dict[str, Any]]:
+        return [w.get("/model")[1]["parameter_sync"] for w in (a, b)]
+
     try:
         wait_until(converged, 60, "the two workers' item parameters agree", poll_s=1.0)
     except AssertionError as error:
-        raise AssertionError(f"{error}; sync reports {reports()}") from None
-    reports = reports()
+        raise AssertionError(f"{error}; sync reports {sync_reports()}") from None
+    reports = sync_reports()
     assert reports[0]["contributors"] == [reports[1]["worker_id"]]
     assert reports[1]["contributors"] == [reports[0]["worker_id"]]
     assert all(r["applied"] > 0 and r["published"] > 0 and r["bad_records"] == 0 for r in reports)
