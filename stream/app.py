@@ -20,14 +20,16 @@ from typing import Any
 
 import faust
 
+from stream.agent_failure import exit_on_error
 from stream.api import register_views
 from stream.augment import StreamAugmenter
 from stream.contract import Limits
-from stream.ingest import Ingestor, IngestStats, TrainingEvent, next_offsets
+from stream.ingest import Ingestor, IngestStats, TrainingEvent, offset_ranges
 from stream.kafka_security import faust_credentials
 from stream.learner import Learner
 from stream.parameter_sync import ItemParameterExchange
 from stream.publisher import EmbeddingPublisher
+from stream.rebalance import keep_queued_events_on_resume, seek_with_flow_stopped
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,28 +66,6 @@ class StreamApp:
     exchange: ItemParameterExchange | None = None
 
 
-def keep_queued_events_on_resume(app: faust.App) -> None:
-    """Make ``app.flow_control.resume()`` clear the stream queues only when flow was suspended.
-
-    Faust suspends flow at the start of a rebalance and resumes it, clearing every stream queue,
-    so that events fetched before the new assignment are dropped and read again from the
-    committed offsets. But after recovering tables from their changelogs, Faust resumes flow a
-    second time *after* it has resumed the stream partitions and sought them: events fetched in
-    between (a producer writing while the worker starts) were dropped from the queues although
-    the consumer had already moved past them, so they were never processed, and the next commit
-    skipped them. Resuming flow that is not suspended now keeps the queues. An event fetched
-    twice around that seek is recognised as a redelivery by the user state and the learner.
-    """
-    flow = app.flow_control
-    resume_and_clear = flow.resume
-
-    def resume() -> None:
-        if not flow.is_active():
-            resume_and_clear()
-
-    flow.resume = resume  # type: ignore[method-assign]
-
-
 def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
     """The worker's app; ``learner`` (restored from a checkpoint by the caller) turns training on."""
     brokers = ";".join(f"kafka://{host}" for host in settings.bootstrap_servers.split(","))
@@ -117,6 +97,8 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
         table_cleanup_interval=3600.0,
     )
     keep_queued_events_on_resume(app)
+    # After Faust's seek to the committed offsets, the learner seeks back to what it has trained on.
+    seek_with_flow_stopped(app, learner.rewind if learner is not None else None)
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     interactions = app.topic(*settings.interaction_topics, partitions=settings.topic_partitions, **raw)
     catalogue_topic = app.topic(settings.topic_catalogue, partitions=settings.topic_partitions, **raw)
@@ -188,9 +170,9 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
         exchange = ItemParameterExchange(settings, learner, send_parameters)
         _wire_parameter_sync(app, settings, exchange)
 
-    async def train_and_publish(training_events: list[TrainingEvent], positions: dict[tuple[str, int], int]) -> None:
+    async def train_and_publish(training_events: list[TrainingEvent], batch: dict[tuple[str, int], range]) -> None:
         assert learner is not None and publisher is not None
-        report = await learner.learn(training_events, positions)
+        report = await learner.learn(training_events, batch)
         if augmenter is not None:
             augmenter.note_step([e.observation() for e in training_events])
         _note_moved(learner, publisher, training_events)
@@ -205,22 +187,24 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
     @app.agent(interactions, name="ingest_interactions")
     async def ingest_interactions(stream: faust.StreamT) -> None:
         training: asyncio.Future[None] | None = None
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            training_events = await ingestor.interactions(events)
-            if learner is None:
-                continue
-            # One step in flight: batch n trains (in a thread) while batch n+1 is ingested. Steps
-            # stay in order, and the learner's own offsets, not the commit, say what is trained.
-            if training is not None:
-                await training
-            training = asyncio.ensure_future(train_and_publish(training_events, next_offsets(events)))
+        with exit_on_error("ingest_interactions"):  # fail fast, lose nothing (stream/agent_failure.py)
+            async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+                training_events = await ingestor.interactions(events)
+                if learner is None:
+                    continue
+                # One step in flight: batch n trains (in a thread) while batch n+1 is ingested. Steps
+                # stay in order, and the learner's own offsets, not the commit, say what is trained.
+                if training is not None:
+                    await training
+                training = asyncio.ensure_future(train_and_publish(training_events, offset_ranges(events)))
 
     @app.agent(catalogue_topic, name="ingest_catalogue")
     async def ingest_catalogue(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-            items = await ingestor.catalogue_items(events)
-            if augmenter is not None:
-                augmenter.note_items(items)
+        with exit_on_error("ingest_catalogue"):
+            async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
+                items = await ingestor.catalogue_items(events)
+                if augmenter is not None:
+                    augmenter.note_items(items)
 
     register_views(app, settings, stats, user_state, catalogue, learner, publisher, augmenter, exchange)
     return StreamApp(app, settings, ingestor, user_state, catalogue, learner, publisher, augmenter, exchange)
@@ -270,23 +254,7 @@ def _wire_augmentation(app: faust.App, augmenter: StreamAugmenter) -> None:
 
 
 def _wire_training(app: faust.App, settings: Settings, learner: Learner, publisher: EmbeddingPublisher) -> None:
-    """Hooks around the agent: rewind on assignment, a timer for held-back publishes, final checkpoint."""
-
-    @app.on_rebalance_complete.connect
-    async def hook_rewind(sender: Any, **kwargs: Any) -> None:
-        # Faust seeks to the committed offsets right after this signal; wrap that seek once so the
-        # learner can move interaction partitions back to its checkpoint (see stream.learner).
-        consumer = app.consumer
-        if getattr(consumer, "_streamrec_rewind", False):
-            return
-        seek_committed = consumer.perform_seek
-
-        async def perform_seek() -> None:
-            await seek_committed()
-            await learner.rewind(consumer, settings.interaction_topics)
-
-        consumer.perform_seek = perform_seek
-        consumer._streamrec_rewind = True
+    """Hooks around the agent: a timer for held-back publishes, the final checkpoint."""
 
     @app.timer(settings.embedding_flush_interval_s)
     async def flush_embeddings() -> None:

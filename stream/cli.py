@@ -265,6 +265,79 @@ def demo_cmd(keep_running: bool, **kw) -> None:
     sys.exit(0 if ok else 1)
 
 
+# --- benchmarks ----------------------------------------------------------------------------------
+def _bench_checkout() -> Path:
+    """The source checkout's root: the suite lives in ``bench/``, beside ``stream/``, not in the package."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "bench" / "suite.py").is_file():
+        raise click.ClickException(
+            f"streamrec bench runs from a source checkout (bench/ next to stream/); none at {root}"
+        )
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    return root
+
+
+@main.command("bench")
+@click.option("--quick", is_flag=True, help="A short run (under five minutes on 2 cores) that checks the suite.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Report directory (default: bench/results/<date>-<machine>, with -quick and -custom suffixes).",
+)
+@click.option("--machine", default=None, help="Machine name in the directory and figures (default: host, cores, GPU).")
+@click.option("--sections", default=None, help="Comma-separated sections to run (default: all).")
+@click.option(
+    "--events",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Events replayed by the ingest and service sections (default: all; fewer with --quick).",
+)
+@click.option("--rate", type=click.FloatRange(min=1), default=None, help="Service replay rate, events/s [1000].")
+@click.option(
+    "--render",
+    "render_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Redraw the figures and report.md in DIR from its results.json; runs nothing.",
+)
+@_kafka_errors
+def bench_cmd(quick: bool, out: Path | None, machine: str | None, sections: str | None, events: int | None,
+              rate: float | None, render_dir: Path | None) -> None:  # fmt: skip
+    """Run the benchmark suite and write a report with plots (JSON, Markdown, PNG)."""
+    import shlex
+    from datetime import UTC, datetime
+
+    root = _bench_checkout()
+    from bench.common import describe_machine
+    from bench.report import RESULTS, render, write_report
+    from bench.suite import SECTIONS, SuiteConfig, run_suite
+
+    if render_dir is not None:
+        if not (render_dir / RESULTS).is_file():
+            raise click.ClickException(f"no {RESULTS} in {render_dir}: --render redraws a report from a run's figures")
+        click.echo(render(render_dir))
+        return
+    chosen = SECTIONS if sections is None else [s.strip() for s in sections.split(",") if s.strip()]
+    unknown = sorted(set(chosen) - set(SECTIONS))
+    if unknown or not chosen:
+        raise click.BadParameter(f"unknown {unknown}; choose from {', '.join(SECTIONS)}", param_hint="--sections")
+    config = (SuiteConfig.quick() if quick else SuiteConfig.full()).with_overrides(
+        ingest_events=events, service_events=events, service_rate=rate
+    )
+    command = "streamrec " + shlex.join(sys.argv[1:])
+    described = describe_machine(machine)
+    if out is None:
+        # A run with fewer sections or other replay figures never takes a full report's place.
+        custom = set(chosen) != set(SECTIONS) or events is not None or rate is not None
+        suffix = ("-quick" if quick else "") + ("-custom" if custom else "")
+        out = root / "bench" / "results" / f"{datetime.now(UTC).date().isoformat()}-{described['name']}{suffix}"
+    results = run_suite(config, command, chosen, machine=described, say=click.echo)
+    report = write_report(results, out)
+    click.echo(f"report: {report} ({results['total_seconds']:.0f} s)")
+
+
 # --- contract ------------------------------------------------------------------------------------
 @main.command("schemas")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("schemas"), show_default=True)

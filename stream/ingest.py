@@ -109,14 +109,16 @@ class TrainingEvent:
         return Observation(self.interaction, self.history, self.seen, self.late)
 
 
-def next_offsets(events: Sequence[EventT]) -> dict[tuple[str, int], int]:
-    """The offset after the last event of each partition in ``events``: what the batch covers."""
-    positions: dict[tuple[str, int], int] = {}
+def offset_ranges(events: Sequence[EventT]) -> dict[tuple[str, int], range]:
+    """The offsets each partition's records in ``events`` span, first to last: what the batch covers."""
+    first: dict[tuple[str, int], int] = {}
+    last: dict[tuple[str, int], int] = {}
     for event in events:
         message = event.message
         tp = (message.topic, message.partition)
-        positions[tp] = max(positions.get(tp, 0), message.offset + 1)
-    return positions
+        first[tp] = min(first.get(tp, message.offset), message.offset)
+        last[tp] = max(last.get(tp, message.offset), message.offset)
+    return {tp: range(first[tp], last[tp] + 1) for tp in first}
 
 
 @dataclass
@@ -132,6 +134,7 @@ class IngestStats:
     forwarded_misrouted: int = 0
     redelivered: int = 0  # re-read after a restart, already in the user state: not applied again
     duplicates: int = 0  # an event_id applied before, sent again: neither applied nor trained on
+    refetched_handled: int = 0  # a bad or misrouted record read again by this process: not sent again
     batches: int = 0
     first_batch_at: float | None = None
     last_batch_at: float | None = None
@@ -150,6 +153,7 @@ class IngestStats:
             "forwarded_misrouted": self.forwarded_misrouted,
             "redelivered": self.redelivered,
             "duplicates": self.duplicates,
+            "refetched_handled": self.refetched_handled,
             "batches": self.batches,
             "first_batch_at": self.first_batch_at,
             "last_batch_at": self.last_batch_at,
@@ -188,6 +192,10 @@ class Ingestor:
         self.dedupe_window = dedupe_window
         self.max_dead_letter_bytes = max_dead_letter_bytes
         self.stats = stats
+        # Per partition, the offset after the batches this process finished: their dead letters and
+        # forwards are confirmed, so a record below it, fetched again (around a seek, or by the
+        # learner's rewind), is not sent again. Across a crash they are at-least-once (docs/delivery.md).
+        self._handled: dict[tuple[str, int], int] = {}
 
     async def interactions(self, events: Sequence[EventT]) -> list[TrainingEvent]:
         """Apply a batch to the user state; return its valid events, in event-time order, for training.
@@ -257,11 +265,24 @@ class Ingestor:
         await self._finish(events, batch)
         return latest
 
+    def _first_time(self, event: EventT, sent: set[tuple[str, int, int]]) -> bool:
+        """Whether this process has not yet dead-lettered or forwarded ``event`` (``sent``: this batch's)."""
+        message = event.message
+        position = (message.topic, message.partition, message.offset)
+        if message.offset < self._handled.get(position[:2], 0) or position in sent:
+            self.stats.refetched_handled += 1
+            return False
+        sent.add(position)
+        return True
+
     async def _finish(self, events: Sequence[EventT], batch: Batch[Any]) -> None:
         """Dead letters and forwards, each confirmed by the broker; then count the batch as handled."""
         pending = []
         now_ms = int(time.time() * 1000)
-        for event, error in batch.invalid:
+        sent: set[tuple[str, int, int]] = set()
+        invalid = [(event, error) for event, error in batch.invalid if self._first_time(event, sent)]
+        misrouted = [(key, event) for key, event in batch.misrouted if self._first_time(event, sent)]
+        for event, error in invalid:
             message = event.message
             source = SourcePosition(message.topic, message.partition, message.offset)
             # A record with neither key nor value is legal on the wire (the Java client and kcat send
@@ -274,12 +295,14 @@ class Ingestor:
                 headers += extra
             pending.append(await self.send_dead_letter(key=message.key, value=value, headers=headers))
             self.stats.dead_letters[str(error.reason)] += 1
-        for key, event in batch.misrouted:
+        for key, event in misrouted:
             send = self.forward(event.message.topic)
             pending.append(await send(key=key.encode("utf-8"), value=event.message.value, headers=event.headers))
-        self.stats.forwarded_misrouted += len(batch.misrouted)
+        self.stats.forwarded_misrouted += len(misrouted)
         for fut in pending:
             await fut  # delivered to the broker: only now may the batch be acknowledged
+        for tp, offsets in offset_ranges(events).items():
+            self._handled[tp] = max(self._handled.get(tp, 0), offsets.stop)
         self.stats.consumed.update(event.message.topic for event in events)
         self.stats.batches += 1
         self.stats.last_batch_at = time.time()

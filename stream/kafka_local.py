@@ -22,7 +22,7 @@ import signal
 import socket
 import subprocess
 import time
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +61,22 @@ class BrokerStatus:
     version: str
     log_file: Path
     security_protocol: str = "PLAINTEXT"
+
+
+_RESERVED_UUIDS = frozenset({"AAAAAAAAAAAAAAAAAAAAAA", "AAAAAAAAAAAAAAAAAAAAAQ"})  # Kafka's zero and metadata-topic ids
+
+
+def new_cluster_id(random_bytes: Callable[[int], bytes] = os.urandom) -> str:
+    """A KRaft cluster id: 16 random bytes in unpadded URL-safe base64, as ``kafka-storage random-uuid`` prints.
+
+    One id in 64 would start with ``-``; Kafka's own ``Uuid.randomUuid`` draws again in that case
+    because such an id reads as an option on a command line (``format -t -Xy...`` fails with
+    "expected one argument"). The same rule here, and the id is passed as ``--cluster-id=ID`` too.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(random_bytes(16)).decode().rstrip("=")
+        if not cluster_id.startswith("-") and cluster_id not in _RESERVED_UUIDS:
+            return cluster_id
 
 
 def _require(tool: str, install_hint: str) -> str:
@@ -263,14 +279,14 @@ class LocalKafka:
         return KafkaEndpoint(self.bootstrap, security)
 
     def _format(self, java: str, libs: Path) -> None:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         scram = [
             arg
             for name, password in self.sasl_users.items()
             for mechanism in SCRAM_MECHANISMS
             for arg in ("--add-scram", f"{mechanism}=[name={name},password={password.get_secret_value()}]")
         ]
-        cmd = [*self._java_cmd(java, libs), "kafka.tools.StorageTool", "format", "-t", cluster_id,
+        cmd = [*self._java_cmd(java, libs), "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}",
                "-c", str(self.properties_file), *scram]  # fmt: skip
         done = subprocess.run(cmd, capture_output=True, text=True, cwd=self.home)
         if done.returncode != 0:

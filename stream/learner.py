@@ -100,6 +100,9 @@ class LearnerStats:
     last_checkpoint_path: str | None = None
     restored_from: str | None = None
     rewound: dict[str, int] = field(default_factory=dict)  # "topic:partition" -> events re-read
+    # Offsets between what the model had trained to and where a batch started: never trained.
+    # Transaction markers of a transactional producer are counted here too (one per transaction).
+    offsets_jumped: dict[str, int] = field(default_factory=dict)  # "topic:partition" -> offsets
     # From the Kafka record's timestamp to the training step that takes it (queueing included).
     event_to_sample: Histogram = field(default_factory=lambda: Histogram(LATENCY_BOUNDS_S))
 
@@ -147,15 +150,16 @@ class Learner:
         return self.guarded.model
 
     # --- training --------------------------------------------------------------------------------
-    async def learn(self, events: Sequence[TrainingEvent], positions: dict[tuple[str, int], int]) -> StepReport:
-        """Test-then-train on ``events``; ``positions`` is the next offset per partition of the whole batch.
+    async def learn(self, events: Sequence[TrainingEvent], batch: dict[tuple[str, int], range]) -> StepReport:
+        """Test-then-train on ``events``; ``batch`` is the offsets each partition's records in the batch span.
 
         Shielded: if the agent is cancelled (shutdown) while the step runs in its thread, the step
         still finishes and records its offsets before anything else may touch the model.
         """
-        return await asyncio.shield(asyncio.ensure_future(self._learn(events, positions)))
+        return await asyncio.shield(asyncio.ensure_future(self._learn(events, batch)))
 
-    async def _learn(self, events: Sequence[TrainingEvent], positions: dict[tuple[str, int], int]) -> StepReport:
+    async def _learn(self, events: Sequence[TrainingEvent], batch: dict[tuple[str, int], range]) -> StepReport:
+        self._note_jumps(batch)
         fresh, positions_met = [], set()
         for e in events:
             # A record fetched twice around a seek may appear twice in one batch: train on it once.
@@ -173,13 +177,30 @@ class Learner:
             started = time.perf_counter()
             report = await asyncio.to_thread(self._step, observations)
             self.stats.train_seconds += time.perf_counter() - started
-            for tp, next_offset in positions.items():
-                self.trained[tp] = max(self.trained.get(tp, 0), next_offset)
+            for tp, offsets in batch.items():
+                self.trained[tp] = max(self.trained.get(tp, 0), offsets.stop)
         self.stats.steps += 1
         self.stats.trained += report.trained
         self.stats.skipped_already_trained += len(events) - len(fresh)
         self.stats.last_loss = report.loss
         return report
+
+    def _note_jumps(self, batch: dict[tuple[str, int], range]) -> None:
+        """Count and log a batch that starts past the model's offset: the offsets between were never trained.
+
+        Batches reach the learner in order and the rewind seeks to ``trained``, so a partition's
+        next batch starts at or below it; a jump means records were skipped upstream.
+        """
+        for (topic, partition), offsets in batch.items():
+            trained = self.trained.get((topic, partition))
+            if trained is not None and offsets.start > trained:
+                key = f"{topic}:{partition}"
+                self.stats.offsets_jumped[key] = self.stats.offsets_jumped.get(key, 0) + offsets.start - trained
+                log.warning(
+                    "%s: the batch starts at offset %d but the model has trained up to %d: %d offsets never "
+                    "trained (records lost upstream, or transaction markers)",
+                    key, offsets.start, trained, offsets.start - trained,
+                )  # fmt: skip
 
     def _step(self, observations: list[Observation]) -> StepReport:
         augmented = self.augmentation.step_samples(self.model, observations) if self.augmentation else []
@@ -232,13 +253,14 @@ class Learner:
         self.stats.last_checkpoint_path = str(path)
 
     # --- partition assignment ----------------------------------------------------------------------
-    async def rewind(self, consumer: Any, topics: Sequence[str]) -> None:
+    async def rewind(self, consumer: Any) -> None:
         """After Faust seeks to the committed offsets: seek back to what the model has trained on.
 
         Partitions the model has never seen start where the group starts (committed, else the
         earliest offset); they are recorded and checkpointed at once, so that a crash before the
         first periodic checkpoint still re-reads from there.
         """
+        topics = self.settings.interaction_topics
         assigned = [tp for tp in consumer.assignment() if tp.topic in topics]
         if not assigned:
             return

@@ -70,6 +70,8 @@ class StreamWorkerCollector(Collector):
         yield applied
         yield _single(counter("events_redelivered", "Events read again after a restart, already applied."),
                       s.redelivered)  # fmt: skip
+        yield _single(counter("events_refetched_handled", "Bad or misrouted records read again: not sent again."),
+                      s.refetched_handled)  # fmt: skip
         yield _single(counter("events_duplicate", "Events whose event_id was applied before: dropped."), s.duplicates)
         yield _single(counter("events_misrouted", "Events re-keyed to their user's partition."), s.forwarded_misrouted)
         yield labelled(counter("interactions", "Valid interactions applied to the user state, by type.", ["type"]),
@@ -102,6 +104,12 @@ class StreamWorkerCollector(Collector):
         yield _single(gauge("training_loss", "Mean loss of the last training step."), learner.stats.last_loss)
         yield _single(gauge("model_version", "Optimisation steps the model has taken."), model.version)
         yield _single(counter("checkpoints", "Checkpoints written."), learner.stats.checkpoints)
+        jumped = counter("training_offsets_jumped", "Input offsets the model never trained: skipped upstream, or "
+                         "transaction markers.", ["topic", "partition"])  # fmt: skip
+        for key, n in sorted(learner.stats.offsets_jumped.items()):
+            topic, partition = key.rsplit(":", 1)
+            jumped.add_metric([topic, partition], n)
+        yield jumped
         yield _single(counter("checkpoint_errors", "Checkpoints that failed."), learner.stats.checkpoint_errors)
         if learner.stats.last_checkpoint_at is not None:
             yield _single(gauge("checkpoint_age_seconds", "Seconds since the last checkpoint was written."),

@@ -7,6 +7,7 @@ own topics and application id, so tests never see each other's events or consume
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import json
@@ -23,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from stream.kafka_admin import end_offsets
 from stream.settings import Settings
 from stream.worker import WorkerProcess
 
@@ -134,11 +136,23 @@ def settings_of(values: dict[str, Any]) -> Settings:
     return Settings(**values)
 
 
+def input_log_ends(settings: Settings) -> dict[str, int]:
+    """Log end offset of every input partition, keyed ``topic:partition`` as ``/model``'s ``trained_offsets``."""
+    return {
+        f"{topic}:{partition}": end
+        for topic in settings.interaction_topics
+        for partition, end in asyncio.run(end_offsets(settings.bootstrap_servers, topic)).items()
+    }
+
+
 class Worker(WorkerProcess):
     """A started, healthy stream (or inference) worker for one test, with polling helpers for its endpoints."""
 
-    def __init__(self, settings: dict[str, Any], log_path: Path, role: str = "stream") -> None:
-        super().__init__(settings_of(settings), env=env_for(settings), log_path=log_path, role=role)
+    def __init__(
+        self, settings: dict[str, Any], log_path: Path, role: str = "stream", extra_env: dict[str, str] | None = None
+    ) -> None:
+        env = env_for(settings) | (extra_env or {})
+        super().__init__(settings_of(settings), env=env, log_path=log_path, role=role)
         self.start()
         self.wait_healthy(timeout_s=180)
 
@@ -176,8 +190,9 @@ class Worker(WorkerProcess):
 def start_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     workers: list[Worker] = []
 
-    def start(settings: dict[str, Any], role: str = "stream") -> Worker:
-        worker = Worker(settings, tmp_path / "logs" / f"{role}-worker-{len(workers)}.log", role=role)
+    def start(settings: dict[str, Any], role: str = "stream", extra_env: dict[str, str] | None = None) -> Worker:
+        log_path = tmp_path / "logs" / f"{role}-worker-{len(workers)}.log"
+        worker = Worker(settings, log_path, role=role, extra_env=extra_env)
         workers.append(worker)
         return worker
 

@@ -110,3 +110,42 @@ def test_a_record_larger_than_the_dead_letter_topic_takes_is_dead_lettered_as_a_
     assert big.reason == small.reason == Reason.PAYLOAD_TOO_LARGE.value
     assert big.original_size == len(huge) and big.value == huge[: len(fits)]
     assert small.original_size is None and small.value == fits  # the original bytes when they fit
+
+
+def test_a_bad_record_fetched_again_by_the_same_process_is_dead_lettered_once():
+    """A seek or the learner's rewind re-reads records this process already handled: one dead letter each.
+
+    Re-read valid events still reach the learner (it decides what is trained), and a misrouted
+    event is forwarded once; a record this process has not handled yet is dead-lettered as usual.
+    """
+    dead_letters, forwarded = Producer(), Producer()
+    ingest, user_state = ingestor(dead_letters)
+    ingest.forward = lambda topic: forwarded.send
+    home = partition_for_key("u1", PARTITIONS)
+    elsewhere = (home + 1) % PARTITIONS
+    good = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "ts": 874_724_710_000, "type": "click"}
+    first = [
+        Event(Message("clicks", home, 10, b"u1", b"{not json")),
+        Event(Message("clicks", home, 11, b"u1", orjson.dumps(good))),
+        Event(Message("clicks", elsewhere, 5, b"x", orjson.dumps(good))),  # misrouted: forwarded to `home`
+        Event(Message("clicks", home, 10, b"u1", b"{not json")),  # fetched twice within the batch
+    ]
+    asyncio.run(ingest.interactions(first))
+    again = [
+        Event(Message("clicks", home, 10, b"u1", b"{not json")),
+        Event(Message("clicks", home, 11, b"u1", orjson.dumps(good))),
+        Event(Message("clicks", elsewhere, 5, b"x", orjson.dumps(good))),
+        Event(Message("clicks", home, 12, b"u1", b"[]")),  # new: dead-lettered
+    ]
+    trained = asyncio.run(ingest.interactions(again))
+
+    letters = [from_record(s["key"], s["value"], s["headers"]) for s in dead_letters.sent]
+    assert [(d.source.offset, d.reason) for d in letters] == [
+        (10, Reason.MALFORMED_JSON.value),
+        (12, Reason.NOT_AN_OBJECT.value),
+    ]
+    assert len(forwarded.sent) == 1 and ingest.stats.forwarded_misrouted == 1
+    assert [e.offset for e in trained] == [11]  # re-read, already in the state: the learner's call
+    assert user_state["u1"]["events"] == 1 and ingest.stats.redelivered == 1
+    assert ingest.stats.refetched_handled == 3  # offset 10 twice more, the misrouted record once more
+    assert ingest.stats.dead_letters == {"malformed_json": 1, "not_an_object": 1}

@@ -1,3 +1,4 @@
+import base64
 import os
 import socket
 import subprocess
@@ -7,7 +8,7 @@ import pytest
 
 from stream.contract import InvalidEvent, Reason
 from stream.dead_letters import SourcePosition, from_record, headers_for
-from stream.kafka_local import LocalKafka, LocalKafkaError
+from stream.kafka_local import LocalKafka, LocalKafkaError, new_cluster_id
 from stream.settings import Settings
 
 
@@ -93,3 +94,13 @@ def test_exactly_once_is_refused_with_the_reason(monkeypatch):
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode != 0 and "invalid configuration" in done.stderr and "docs/delivery.md" in done.stderr
+
+
+def test_cluster_ids_never_start_with_a_dash():
+    """An id such as ``-Xy…`` made ``kafka-storage format -t`` fail in CI ("expected one argument")."""
+    draws = iter([b"\xf8" + bytes(15), bytes(16), b"\x10" * 16])  # '-' first, Kafka's zero id, then a good one
+    cluster_id = new_cluster_id(lambda n: next(draws))
+    assert cluster_id == base64.urlsafe_b64encode(b"\x10" * 16).decode().rstrip("=")
+    assert len(cluster_id) == 22
+    ids = {new_cluster_id() for _ in range(2000)}
+    assert len(ids) == 2000 and not any(i.startswith("-") for i in ids)

@@ -1,0 +1,147 @@
+"""The benchmark suite behind ``streamrec bench``: every section measured in one run, on this machine.
+
+Sections, in the order they run (each reuses its standalone script's measuring function, so the
+report and the scripts cannot drift apart):
+
+* ``ingest`` (``bench/ingest.py``): the stream worker's events/s against raw aiokafka loops and an
+  empty Faust agent over the same topics;
+* ``service`` (``bench/quality.py``): the service as ``streamrec demo`` runs it, fed a live
+  replay; progress and the prequential table are sampled as the replay goes, which gives training
+  samples/s and quality over time, and the event-to-embedding latency of every embedding published;
+* ``ablation`` (``bench/ablation.py``): the augmentation operators switched per arm, in process;
+* ``inference`` (``bench/worker.py``): the inference models' throughput against batch size, on the
+  CPU and, when there is one, on the GPU.
+
+The two Kafka sections share one embedded broker (or the cluster in ``KAFKA_BOOTSTRAP_SERVERS``)
+but never a topic or a consumer group. Nothing is read from an earlier run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from bench.ablation import ArmConfig, run_ablation
+from bench.common import bench_env, describe_machine, remove_state, settings_from
+from bench.ingest import run_ingest
+from bench.quality import run_service
+from bench.worker import batch_sweep
+from stream.datasets import load_ml100k
+from stream.kafka_local import LocalKafka
+from stream.settings import Settings
+
+SECTIONS = ("ingest", "service", "ablation", "inference")
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    """How much of each section to run. ``quick()`` fits in under five minutes on a 2-core machine;
+    ``full()`` replays all of MovieLens-100K (about 18 minutes there)."""
+
+    mode: str
+    partitions: int = 4
+    ingest_events: int | None = None
+    service_events: int | None = None
+    service_rate: float = 1000.0
+    service_sample_every_s: float = 5.0
+    ablation_arms: tuple[str, ...] = ("none", "sequence", "text", "llm", "all")
+    ablation: ArmConfig = field(default_factory=ArmConfig)
+    embed_batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
+    lm_batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
+    seconds_per_batch_size: float = 4.0
+
+    @classmethod
+    def full(cls) -> SuiteConfig:
+        return cls(mode="full", ablation=ArmConfig(paraphrase_items=50, llm_prompts_per_step=4.0))
+
+    @classmethod
+    def quick(cls) -> SuiteConfig:
+        # The LLM arms are left out: SmolLM2 scores about 1.5 prompts/s on a 2-core CPU.
+        return cls(
+            mode="quick",
+            ingest_events=20_000,
+            service_events=15_000,
+            service_sample_every_s=3.0,
+            ablation_arms=("none", "sequence", "text"),
+            ablation=ArmConfig(limit=20_000, paraphrase_items=0),
+            embed_batches=(1, 4, 16, 64),
+            lm_batches=(1, 4),
+            seconds_per_batch_size=1.0,
+        )
+
+    def with_overrides(self, **changes: Any) -> SuiteConfig:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def run_suite(
+    config: SuiteConfig,
+    command: str,
+    sections: Sequence[str] = SECTIONS,
+    machine: dict[str, Any] | None = None,
+    say: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run ``sections`` and return every figure (JSON-ready), with the command and ``machine``
+    (default: :func:`~bench.common.describe_machine`)."""
+    import torch
+
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    started = time.monotonic()
+    results: dict[str, Any] = {
+        "command": command,
+        "machine": machine or describe_machine(),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "config": asdict(config),
+        "seconds": {},
+    }
+    dataset = load_ml100k()
+
+    def timed(name: str, fn: Callable[[], Any]) -> None:
+        say(f"[{name}] running…")
+        began = time.monotonic()
+        results[name] = fn()
+        results["seconds"][name] = round(time.monotonic() - began, 1)
+        say(f"[{name}] done in {results['seconds'][name]:.0f}s")
+
+    if {"ingest", "service"} & set(sections):
+        base = bench_env(config.partitions)
+        base_settings = settings_from(base)
+        broker = LocalKafka(base_settings) if base_settings.uses_embedded_kafka else None
+        results["kafka"] = broker.version if broker else base_settings.bootstrap_servers
+        if broker:
+            say(f"starting the embedded Kafka {broker.version} broker on {broker.bootstrap}")
+            broker.start()
+        try:
+            if "ingest" in sections:
+                # Ingestion alone: training is the service section's.
+                env = bench_env(config.partitions, broker=base, train="false")
+                timed("ingest", lambda: run_ingest(env, settings_from(env), dataset, config.ingest_events))
+                remove_state(env)
+            if "service" in sections:
+                env = bench_env(config.partitions, broker=base)
+                timed("service", lambda: run_service(
+                    env, settings_from(env), dataset, config.service_rate, config.service_events,
+                    every_s=config.service_sample_every_s,
+                ))  # fmt: skip
+                remove_state(env)
+        finally:
+            if broker:
+                broker.stop()
+        remove_state(base)
+    # In process, after the broker and the workers are gone: they would share the cores.
+    if "ablation" in sections:
+        timed("ablation", lambda: run_ablation(
+            list(config.ablation_arms), config.ablation, Settings(), dataset
+        ))  # fmt: skip
+    if "inference" in sections:
+        devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        timed("inference", lambda: [
+            batch_sweep(device, list(config.embed_batches), list(config.lm_batches), config.seconds_per_batch_size)
+            for device in devices
+        ])  # fmt: skip
+    results["total_seconds"] = round(time.monotonic() - started, 1)
+    return results
