@@ -21,9 +21,14 @@ from the stream queue by the next rebalance). The test is
 partitions (which Faust does right before it seeks them) stops the flow first, so that Faust's
 fetch loop abandons its batch at the next record and waits; the wrapped ``perform_seek`` seeks,
 runs ``after_seek`` (the learner's rewind), and leaves resuming the flow to Faust, which does it
-right after. The next record delivered then comes from a fetch at the position the seeks set. A
-seek asked for while one is running (Faust's fetch loop asks for one when it finds the flow
-stopped) waits for the running one instead of seeking again.
+right after. The next record delivered then comes from a fetch at the position the seeks set.
+
+A seek asked for while one is running is run again after it, and every caller waits for both.
+Faust's fetch loop asks for a seek when a fetch returns while the flow is stopped: it has dropped
+those records, and the consumer's position is already past them. If that fetch returned after
+the running seek had set its positions, only a new seek brings the records back; returning to
+the fetch loop without one lost them (``tests/integration/test_restart.py``: a worker restarted
+on an empty state directory never consumed the events produced while it was being sought).
 """
 
 from __future__ import annotations
@@ -65,7 +70,9 @@ class SeekWithFlowStopped:
     def __init__(self, after_seek: AfterSeek | None = None) -> None:
         self.after_seek = after_seek
         self.consumer: Any = None
-        self._running: asyncio.Future[None] | None = None
+        self._asked = 0  # seeks asked for; a seek that starts after the n-th covers it
+        self._covered = 0
+        self._runner: asyncio.Future[None] | None = None
         self._resume: Callable[[Iterable[Any]], None] | None = None
         self._seek: Callable[[], Awaitable[None]] | None = None
 
@@ -88,25 +95,31 @@ class SeekWithFlowStopped:
         self._resume(partitions)
 
     async def perform_seek(self) -> None:
-        if self._running is not None and not self._running.done():
-            await asyncio.shield(self._running)  # seeking already: wait for it rather than seek twice
-            return
-        self._running = asyncio.ensure_future(self._seek_with_flow_stopped())
-        await asyncio.shield(self._running)
+        """Return once a seek that started after this call has finished (and no other is pending)."""
+        self._asked += 1
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.ensure_future(self._seek_until_covered())
+        await asyncio.shield(self._runner)
 
-    async def _seek_with_flow_stopped(self) -> None:
-        assert self._seek is not None
+    async def _seek_until_covered(self) -> None:
         consumer = self.consumer
         stopped_here = consumer.flow_active  # a seek outside a rebalance: stop and resume it here
         if stopped_here:
             consumer.stop_flow()
         try:
-            await self._seek()
-            if self.after_seek is not None:
-                await self.after_seek(consumer)
+            while self._covered < self._asked:
+                asked = self._asked
+                await self._seek_once()
+                self._covered = asked
         finally:
             if stopped_here:
                 consumer.resume_flow()
+
+    async def _seek_once(self) -> None:
+        assert self._seek is not None
+        await self._seek()
+        if self.after_seek is not None:
+            await self.after_seek(self.consumer)
 
 
 def seek_with_flow_stopped(app: faust.App, after_seek: AfterSeek | None = None) -> SeekWithFlowStopped:
