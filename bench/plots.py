@@ -226,9 +226,16 @@ def inference(sweeps: list[dict[str, Any]], caption: Caption, path: Path) -> Pat
                         textcoords="offset points", xytext=(0, -16), ha="center", fontsize=7,
                         bbox={"boxstyle": "round", "fc": "white", "ec": "none", "alpha": 0.8})  # fmt: skip
             ax.set_xticks(batches, [str(b) for b in batches])
+            dynamic = sweep.get("dynamic")
+            if kind == "embed" and dynamic:
+                for load, marker in (("saturated", "*"), ("half_load", "P")):
+                    point = dynamic[load]
+                    ax.plot(point["mean_batch"]["embed"], point["requests_per_s"], marker=marker, markersize=11,
+                            linestyle="none", color=ax.lines[-1].get_color(), markeredgecolor="black",
+                            label=f"dynamic batcher, {load.replace('_', ' ')} ({sweep['device']})")  # fmt: skip
         ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_ylim(0, ax.get_ylim()[1] * 1.1)
-        ax.set_xlabel("static batch size")
+        ax.set_xlabel("batch size (static; the batcher's mean)")
         ax.set_title(kinds[kind])
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)

@@ -235,13 +235,37 @@ def _inference_text(sweeps: list[dict[str, Any]]) -> str:
             cells = ", ".join(f"{p['batch']}: {p['per_s']:,.1f}/s (×{p['per_s'] / base:.1f})" for p in curve)
             rows.append(f"| {sweep['device_name']} | {kind} | {cells} |")
     gpu = "" if any(s["device"].startswith("cuda") for s in sweeps) else " This run had no GPU."
+    dynamic = [_dynamic_row(s) for s in sweeps if s.get("dynamic")]
+    dynamic_text = ""
+    if dynamic:
+        d = next(s["dynamic"] for s in sweeps if s.get("dynamic"))
+        dynamic_text = f"""
+
+The stars: the worker's own dynamic batcher (`DynamicBatcher`, max batch {d["config"]["max_batch"]}, max wait
+{d["config"]["max_wait_ms"]:g} ms, as `STREAMREC_INFERENCE_*` set it) fed embedding requests one at a time, saturated
+({d["concurrency"]} outstanding) and open loop at half the best static rate. *Efficiency* is its saturated
+throughput over the best static batch's: what it keeps of what batching can win.
+
+| device | saturated | mean batch | efficiency | half load offered | half load p50 / p99 | mean batch |
+|---|---:|---:|---:|---:|---:|---:|
+{chr(10).join(dynamic)}"""
     return f"""Static batches of realistic payloads (MovieLens item texts; expansion prompts for the LM) through
-the inference worker's models, after a warm-up batch: the most dynamic batching can win. `bench/worker.py`
-measures how close the worker's dynamic batcher comes to it.{gpu}
+the inference worker's models, after a warm-up batch: the most dynamic batching can win.{gpu}
 
 | device | request | batch size: throughput (× batch 1) |
 |---|---|---|
-{chr(10).join(rows)}"""
+{chr(10).join(rows)}{dynamic_text}"""
+
+
+def _dynamic_row(sweep: dict[str, Any]) -> str:
+    d = sweep["dynamic"]
+    sat, half, best = d["saturated"], d["half_load"], d["best_static"]
+    return (
+        f"| {sweep['device_name']} | {sat['requests_per_s']:,.1f}/s | {sat['mean_batch']['embed']:.1f} "
+        f"| {d['efficiency']:.2f} of batch {best['batch']} ({best['per_s']:,.1f}/s) "
+        f"| {0.5 * best['per_s']:,.1f}/s | {half['p50_ms']:,.0f} / {half['p99_ms']:,.0f} ms "
+        f"| {half['mean_batch']['embed']:.1f} |"
+    )
 
 
 def _reproduce(results: dict[str, Any]) -> str:

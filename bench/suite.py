@@ -10,7 +10,8 @@ report and the scripts cannot drift apart):
   samples/s and quality over time, and the event-to-embedding latency of every embedding published;
 * ``ablation`` (``bench/ablation.py``): the augmentation operators switched per arm, in process;
 * ``inference`` (``bench/worker.py``): the inference models' throughput against batch size, on the
-  CPU and, when there is one, on the GPU.
+  CPU and, when there is one, on the GPU; and on each, the dynamic batcher (the worker's settings)
+  fed embedding requests one at a time, against the best static batch.
 
 The two Kafka sections share one embedded broker (or the cluster in ``KAFKA_BOOTSTRAP_SERVERS``)
 but never a topic or a consumer group. Nothing is read from an earlier run.
@@ -28,7 +29,7 @@ from bench.ablation import ArmConfig, run_ablation
 from bench.common import bench_env, describe_machine, remove_state, settings_from
 from bench.ingest import run_ingest
 from bench.quality import run_service
-from bench.worker import batch_sweep
+from bench.worker import BatcherConfig, batch_sweep
 from stream.datasets import load_ml100k
 from stream.kafka_local import LocalKafka
 from stream.settings import Settings
@@ -52,6 +53,7 @@ class SuiteConfig:
     embed_batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
     lm_batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
     seconds_per_batch_size: float = 4.0
+    dynamic_seconds: float = 15.0  # per load (saturated, half load)
 
     @classmethod
     def full(cls) -> SuiteConfig:
@@ -70,6 +72,7 @@ class SuiteConfig:
             embed_batches=(1, 4, 16, 64),
             lm_batches=(1, 4),
             seconds_per_batch_size=1.0,
+            dynamic_seconds=4.0,
         )
 
     def with_overrides(self, **changes: Any) -> SuiteConfig:
@@ -139,8 +142,13 @@ def run_suite(
         ))  # fmt: skip
     if "inference" in sections:
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        s = Settings()
+        batcher = BatcherConfig(s.inference_max_batch, s.inference_lm_max_batch, s.inference_max_wait_ms)
         timed("inference", lambda: [
-            batch_sweep(device, list(config.embed_batches), list(config.lm_batches), config.seconds_per_batch_size)
+            batch_sweep(
+                device, list(config.embed_batches), list(config.lm_batches), config.seconds_per_batch_size,
+                dynamic_seconds=config.dynamic_seconds, batcher=batcher,
+            )
             for device in devices
         ])  # fmt: skip
     results["total_seconds"] = round(time.monotonic() - started, 1)

@@ -29,6 +29,7 @@ import platform
 import random
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,11 +86,14 @@ def batch_sweep(
     threads: int = 1,
     seed: int = 0,
     random_weights: bool = False,
+    dynamic_seconds: float = 0.0,
+    batcher: BatcherConfig | None = None,
 ) -> dict[str, Any]:
     """Throughput of static batches of each size, per model, on ``device``: what dynamic batching
     can win at most. MiniLM embeds item texts; SmolLM2 scores expansion prompts (``yes_no``), the
     LM's most frequent request. ``threads`` is torch's CPU thread count (the inference worker's
-    default is one)."""
+    default is one). With ``dynamic_seconds``, also :func:`dynamic_batching` of embeddings with
+    ``batcher``'s knobs against the best static batch, the same models loaded once."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -105,10 +109,15 @@ def batch_sweep(
             for kind, sizes in (("embed", embed_batches), ("yes_no", lm_batches))
             if sizes
         }
+        dynamic = None
+        if dynamic_seconds > 0 and curves.get("embed"):
+            best = max(curves["embed"], key=lambda point: point["per_s"])
+            dynamic = dynamic_batching(found, texts, best, dynamic_seconds, config=batcher, seed=seed)
     finally:
         torch.set_num_threads(previous)
     name = torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {threads} thread(s)"
-    return {"device": device, "device_name": name, "load_seconds": load_s, "curves": curves}
+    sweep = {"device": device, "device_name": name, "load_seconds": load_s, "curves": curves}
+    return sweep | ({"dynamic": dynamic} if dynamic else {})
 
 
 async def stream(
@@ -160,16 +169,25 @@ async def stream(
     }
 
 
+@dataclass(frozen=True)
+class BatcherConfig:
+    """The batcher's knobs, as the inference worker sets them (``STREAMREC_INFERENCE_*``)."""
+
+    max_batch: int = 64
+    lm_max_batch: int = 16
+    max_wait_ms: float = 10.0
+
+
 class Router:
     """One batcher per model, as the inference worker runs them (embeddings never wait behind the LM)."""
 
-    def __init__(self, found: dict[str, Any], args: argparse.Namespace) -> None:
+    def __init__(self, found: dict[str, Any], config: BatcherConfig) -> None:
         self.by_kind: dict[str, DynamicBatcher] = {}
-        for kinds, max_batch in ((("embed",), args.max_batch), (("yes_no", "generate"), args.lm_max_batch)):
+        for kinds, max_batch in ((("embed",), config.max_batch), (("yes_no", "generate"), config.lm_max_batch)):
             handlers = {kind: found[kind] for kind in kinds if kind in found}
             if handlers:
                 batcher = DynamicBatcher(
-                    handlers, max_batch=max_batch, max_wait_s=args.max_wait_ms / 1000.0, max_queue=100_000,
+                    handlers, max_batch=max_batch, max_wait_s=config.max_wait_ms / 1000.0, max_queue=100_000,
                     length_of=length_of, bucket_width=16,
                 )  # fmt: skip
                 self.by_kind |= dict.fromkeys(handlers, batcher)
@@ -183,18 +201,24 @@ class Router:
 
 
 async def measure(
-    args: argparse.Namespace, mix: dict[str, float], found: dict[str, Any], texts: list[str], ideal_mixed: float
+    found: dict[str, Any],
+    texts: list[str],
+    mix: dict[str, float],
+    ideal_mixed: float,
+    seconds: float,
+    concurrency: int,
+    config: BatcherConfig,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    rng = random.Random(args.seed)
+    """The dynamic batcher fed one request at a time: saturated (``concurrency`` outstanding), then
+    open loop at half of ``ideal_mixed``."""
+    rng = random.Random(seed)
     results = {}
-    for name, concurrency, rate in (
-        ("saturated", args.concurrency, None),
-        ("half_load", None, 0.5 * ideal_mixed),
-    ):
-        router = Router(found, args)
+    for name, outstanding, rate in (("saturated", concurrency, None), ("half_load", None, 0.5 * ideal_mixed)):
+        router = Router(found, config)
         for batcher in router.batchers:
             batcher.start()
-        results[name] = await stream(router, mix, texts, args.seconds, concurrency, rate, rng)
+        results[name] = await stream(router, mix, texts, seconds, outstanding, rate, rng)
         results[name]["mean_batch"] = {
             "/".join(k for k, b in router.by_kind.items() if b is batcher): round(batcher.stats.mean_batch_size, 1)
             for batcher in router.batchers
@@ -202,6 +226,31 @@ async def measure(
         for batcher in router.batchers:
             await batcher.stop()
     return results
+
+
+def dynamic_batching(
+    found: dict[str, Any],
+    texts: list[str],
+    best_static: dict[str, float],
+    seconds: float,
+    concurrency: int = 256,
+    config: BatcherConfig | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Embedding requests, one at a time, through the worker's dynamic batcher, against the best
+    static batch of the sweep (``best_static``: ``{"batch": n, "per_s": r}``). ``efficiency`` is
+    saturated requests/s over that best: what the batcher keeps of what batching can win."""
+    config = config or BatcherConfig()
+    embed = {"embed": found["embed"]}
+    ideal_per_s = best_static["per_s"]
+    results = asyncio.run(measure(embed, texts, {"embed": 1.0}, ideal_per_s, seconds, concurrency, config, seed))
+    return {
+        "config": asdict(config),
+        "concurrency": concurrency,
+        "best_static": best_static,
+        "efficiency": results["saturated"]["requests_per_s"] / best_static["per_s"],
+        **results,
+    }
 
 
 def main() -> None:
@@ -233,7 +282,8 @@ def main() -> None:
     batch_of = {"embed": args.max_batch, "yes_no": args.lm_max_batch, "generate": args.lm_max_batch}
     ideals = {kind: ideal(found[kind], kind, texts, batch_of[kind], args.seconds / 2, rng) for kind in mix}
     ideal_mixed = 1.0 / sum(share / ideals[kind] for kind, share in mix.items())
-    results = asyncio.run(measure(args, mix, found, texts, ideal_mixed))
+    config = BatcherConfig(args.max_batch, args.lm_max_batch, args.max_wait_ms)
+    results = asyncio.run(measure(found, texts, mix, ideal_mixed, args.seconds, args.concurrency, config, args.seed))
 
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({os.cpu_count()} cores)"
     print(f"machine: {platform.node()}, {device}, torch {torch.__version__}, {args.threads} thread(s)")

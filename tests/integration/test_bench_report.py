@@ -99,3 +99,13 @@ def test_quick_report_figures_were_measured_in_this_run(quick_report: tuple[Path
     assert [p["batch"] for p in cpu["curves"]["embed"]] == [1, 4, 16, 64]
     assert [p["batch"] for p in cpu["curves"]["yes_no"]] == [1, 4]
     assert all(p["per_s"] > 0 for curve in cpu["curves"].values() for p in curve)
+    # The dynamic batcher against the best static batch of the same sweep, the worker's settings.
+    for sweep in results["inference"]:
+        dynamic, best = sweep["dynamic"], max(sweep["curves"]["embed"], key=lambda p: p["per_s"])
+        assert dynamic["best_static"] == best and dynamic["config"]["max_batch"] == 64
+        saturated, half = dynamic["saturated"], dynamic["half_load"]
+        assert dynamic["efficiency"] == pytest.approx(saturated["requests_per_s"] / best["per_s"])
+        assert saturated["by_kind"]["embed"] > 0 and half["by_kind"]["embed"] > 0
+        # Saturated, the batcher forms bigger batches than at half load.
+        assert saturated["mean_batch"]["embed"] > half["mean_batch"]["embed"] >= 1
+        assert f"| {dynamic['efficiency']:.2f} of batch {best['batch']} " in report

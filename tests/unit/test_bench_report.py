@@ -141,6 +141,14 @@ def results(mode: str = "quick") -> dict[str, Any]:
                     "embed": [{"batch": 1, "per_s": 70.0}, {"batch": 16, "per_s": 175.0}],
                     "yes_no": [{"batch": 1, "per_s": 2.5}, {"batch": 4, "per_s": 2.4}],
                 },
+                "dynamic": {
+                    "config": {"max_batch": 64, "lm_max_batch": 16, "max_wait_ms": 10.0},
+                    "concurrency": 256,
+                    "best_static": {"batch": 16, "per_s": 175.0},
+                    "efficiency": 0.8,
+                    "saturated": {"requests_per_s": 140.0, "p50_ms": 1500.0, "mean_batch": {"embed": 64.0}},
+                    "half_load": {"requests_per_s": 87.0, "p50_ms": 40, "p99_ms": 120, "mean_batch": {"embed": 3.5}},
+                },
             },
         ],
     }
@@ -212,6 +220,8 @@ def test_report_numbers_come_from_the_results(tmp_path: Path) -> None:
     assert "| sequence | 0.0750 | 0.0375 |" in report
     assert "The best arm overall is `sequence` (HR@10 0.0750, ×1.071 of `none`)" in prose
     assert "1: 70.0/s (×1.0), 16: 175.0/s (×2.5)" in report
+    assert "| CPU, 1 thread(s) | 140.0/s | 64.0 | 0.80 of batch 16 (175.0/s) | 87.5/s | 40 / 120 ms | 3.5 |" in report
+    assert "max batch 64, max wait 10 ms" in prose
     assert "This run had no GPU." in prose
     assert "`quick`" not in report and "A `--quick` run" not in report
 
