@@ -70,8 +70,7 @@ class SeekWithFlowStopped:
     def __init__(self, after_seek: AfterSeek | None = None) -> None:
         self.after_seek = after_seek
         self.consumer: Any = None
-        self._asked = 0  # seeks asked for; a seek that starts after the n-th covers it
-        self._covered = 0
+        self._seek_again = False  # asked for since the running seek started
         self._runner: asyncio.Future[None] | None = None
         self._resume: Callable[[Iterable[Any]], None] | None = None
         self._seek: Callable[[], Awaitable[None]] | None = None
@@ -96,7 +95,7 @@ class SeekWithFlowStopped:
 
     async def perform_seek(self) -> None:
         """Return once a seek that started after this call has finished (and no other is pending)."""
-        self._asked += 1
+        self._seek_again = True
         if self._runner is None or self._runner.done():
             self._runner = asyncio.ensure_future(self._seek_until_covered())
         await asyncio.shield(self._runner)
@@ -107,10 +106,9 @@ class SeekWithFlowStopped:
         if stopped_here:
             consumer.stop_flow()
         try:
-            while self._covered < self._asked:
-                asked = self._asked
+            while self._seek_again:
+                self._seek_again = False
                 await self._seek_once()
-                self._covered = asked
         finally:
             if stopped_here:
                 consumer.resume_flow()
