@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,29 @@ async def settled_accounting(session: aiohttp.ClientSession, settings: Settings,
         previous = current
 
 
+class ProgressDeadline:
+    """Expires ``stall_s`` after the watched count last grew.
+
+    The demo waits for the worker to account for every event it replayed. A fixed deadline called
+    a worker that was still catching up on a slow machine a loss; this one waits as long as the
+    worker makes progress, and gives up only on one that has stopped.
+    """
+
+    def __init__(self, stall_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stall_s = stall_s
+        self.clock = clock
+        self.count: int | None = None
+        self.expires_at = clock() + stall_s
+
+    def note(self, count: int) -> None:
+        if self.count is None or count > self.count:
+            self.count = count
+            self.expires_at = self.clock() + self.stall_s
+
+    def expired(self) -> bool:
+        return self.clock() >= self.expires_at
+
+
 async def run_demo(
     settings: Settings,
     dataset: Dataset,
@@ -72,7 +96,11 @@ async def run_demo(
     drain_timeout_s: float = 300.0,
     out: Any = sys.stdout,
 ) -> bool:
-    """Run the demo; return True when every replayed interaction is accounted for."""
+    """Run the demo; return True when every replayed interaction is accounted for.
+
+    ``drain_timeout_s``: how long the worker may go without accounting for one more event (and,
+    after, without training one more sample) before the demo stops waiting.
+    """
     broker = LocalKafka(settings) if settings.uses_embedded_kafka else None
     started_broker = False
     if broker is not None:
@@ -162,11 +190,12 @@ async def _replay_and_check(
             f"in {report.seconds:.1f}s ({report.events_per_s:,.0f} events/s).",
             file=out,
         )
-        deadline = time.monotonic() + drain_timeout_s
+        deadline = ProgressDeadline(drain_timeout_s)
         now = before
-        while time.monotonic() < deadline and worker.alive():
+        while not deadline.expired() and worker.alive():
             now = await accounting(session, settings)
             done = now.total - before.total
+            deadline.note(done)
             print(f"\r  worker: {done:,}/{report.interactions:,} accounted for · {_summary(live, rate.per_s)}   ",
                   end="", file=out, flush=True)  # fmt: skip
             if done >= report.interactions:
@@ -188,15 +217,17 @@ async def _replay_and_check(
     if lost == 0:
         print("Zero loss: every event is in user state or in the dead-letter topic.", file=out)
     else:
-        print(f"LOSS: {lost:,} events are unaccounted for; see {worker.log_path}", file=out)
+        why = "the worker exited" if not worker.alive() else f"no progress for {drain_timeout_s:.0f}s"
+        print(f"LOSS: {lost:,} events are unaccounted for ({why}); see {worker.log_path}", file=out)
     return lost == 0
 
 
 async def _report_training(session: aiohttp.ClientSession, settings: Settings, timeout_s: float, out: Any) -> None:
     """Wait until the model has trained on everything in user state, then print its prequential table."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    deadline = ProgressDeadline(timeout_s)
+    while not deadline.expired():
         stats = await fetch_stats(session, settings, totals=True)
+        deadline.note(stats["trained"])
         print(f"\r  training: {stats['trained']:,} samples", end="", file=out, flush=True)
         if stats["trained"] >= stats["user_state_events_total"]:
             break
