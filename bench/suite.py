@@ -72,7 +72,7 @@ class SuiteConfig:
             embed_batches=(1, 4, 16, 64),
             lm_batches=(1, 4),
             seconds_per_batch_size=1.0,
-            dynamic_seconds=4.0,
+            dynamic_seconds=2.0,
         )
 
     def with_overrides(self, **changes: Any) -> SuiteConfig:

@@ -18,7 +18,9 @@ import pytest
 
 from tests.unit.test_bench_report import SECTIONS, png_size
 
-pytestmark = pytest.mark.integration
+# The module fixture runs the whole quick suite (about 4 minutes on 2 cores) inside the first test:
+# the subprocess's own 600 s limit, not the project's 300 s per test, bounds it.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 ROOT = Path(__file__).resolve().parents[2]
 FIGURES = ["quality.png", "ingest.png", "latency.png", "training.png", "ablation.png", "inference.png"]
 
