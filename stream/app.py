@@ -3,10 +3,11 @@
 ``build_app`` is a factory rather than a module-level app so that every process (worker, tests,
 benchmarks) builds it from one :class:`~stream.settings.Settings` object.
 
-Data flows one way: ``clicks``/``purchases`` → ``ingest_interactions`` agent → ``user_state``
+Data flows one way: ``clicks``/``purchases`` → the ``interactions`` route → ``user_state``
 table (+ dead letters) → learner (test-then-train, checkpoints) → embeddings topic;
-``catalogue`` → ``ingest_catalogue`` agent → ``catalogue`` table. The HTTP routes are in
-:mod:`stream.api`.
+``catalogue`` → the ``catalogue`` route → ``catalogue`` table. The routes are the agents: each
+gets its records batch by batch, as Kafka fetched them (:mod:`stream.consumer`). The HTTP routes
+are in :mod:`stream.api`.
 """
 
 from __future__ import annotations
@@ -23,13 +24,15 @@ import faust
 from stream.agent_failure import exit_on_error
 from stream.api import register_views
 from stream.augment import StreamAugmenter
+from stream.consumer import Batch, InputRoutes, Route
+from stream.consumer import install as install_consumer
 from stream.contract import Limits
-from stream.ingest import Ingestor, IngestStats, TrainingEvent, offset_ranges
+from stream.dead_letters import unreadable_batch_letter
+from stream.ingest import Ingestor, IngestStats, TrainingEvent
 from stream.kafka_security import faust_credentials
 from stream.learner import Learner
 from stream.parameter_sync import ItemParameterExchange
 from stream.publisher import EmbeddingPublisher
-from stream.rebalance import keep_queued_events_on_resume, seek_with_flow_stopped
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -96,9 +99,6 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
         value_serializer="raw",
         table_cleanup_interval=3600.0,
     )
-    keep_queued_events_on_resume(app)
-    # After Faust's seek to the committed offsets, the learner seeks back to what it has trained on.
-    seek_with_flow_stopped(app, learner.rewind if learner is not None else None)
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     interactions = app.topic(*settings.interaction_topics, partitions=settings.topic_partitions, **raw)
     catalogue_topic = app.topic(settings.topic_catalogue, partitions=settings.topic_partitions, **raw)
@@ -184,30 +184,65 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
         if learner.checkpoint_due():
             await learner.checkpoint()
 
-    @app.agent(interactions, name="ingest_interactions")
-    async def ingest_interactions(stream: faust.StreamT) -> None:
-        training: asyncio.Future[None] | None = None
-        with exit_on_error("ingest_interactions"):  # fail fast, lose nothing (stream/agent_failure.py)
-            async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-                training_events = await ingestor.interactions(events)
-                if learner is None:
-                    continue
-                # One step in flight: batch n trains (in a thread) while batch n+1 is ingested. Steps
-                # stay in order, and the learner's own offsets, not the commit, say what is trained.
-                if training is not None:
-                    await training
-                training = asyncio.ensure_future(train_and_publish(training_events, offset_ranges(events)))
+    training: asyncio.Future[None] | None = None
 
-    @app.agent(catalogue_topic, name="ingest_catalogue")
-    async def ingest_catalogue(stream: faust.StreamT) -> None:
-        with exit_on_error("ingest_catalogue"):
-            async for events in stream.take_events(settings.batch_size, within=settings.batch_within_s):
-                items = await ingestor.catalogue_items(events)
-                if augmenter is not None:
-                    augmenter.note_items(items)
+    async def ingest_interactions(batch: Batch) -> None:
+        nonlocal training
+        await _dead_letter_unreadable(dead_letters.send, batch)
+        training_events = await ingestor.interactions(batch.records)
+        if learner is None:
+            return
+        # One step in flight: batch n trains (in a thread) while batch n+1 is ingested. Steps stay
+        # in order, and the learner's own offsets, not the commit, say what is trained.
+        if training is not None:
+            await training
+        training = asyncio.ensure_future(train_and_publish(training_events, batch.ranges))
+
+    async def ingest_catalogue(batch: Batch) -> None:
+        await _dead_letter_unreadable(dead_letters.send, batch)
+        items = await ingestor.catalogue_items(batch.records)
+        if augmenter is not None:
+            augmenter.note_items(items)
+
+    routes = InputRoutes(
+        (
+            Route("ingest_interactions", frozenset(settings.interaction_topics), ingest_interactions),
+            Route("ingest_catalogue", frozenset({settings.topic_catalogue}), ingest_catalogue),
+        ),
+        max_batch_records=settings.batch_size,
+        # After the seek to the committed offsets, the learner seeks back to what it has trained on.
+        after_seek=learner.rewind if learner is not None else None,
+    )
+    install_consumer(app, routes)
+    for topic in (interactions, catalogue_topic):
+        app.topics.add(topic)  # subscribed, and the tables co-partitioned with them, as an agent's topics are
+
+    for route in routes.routes:
+        _serve(app, route.name)
 
     register_views(app, settings, stats, user_state, catalogue, learner, publisher, augmenter, exchange)
     return StreamApp(app, settings, ingestor, user_state, catalogue, learner, publisher, augmenter, exchange)
+
+
+def _serve(app: faust.App, name: str) -> None:
+    """An app task running one route's handler; an exception stops the worker (stream/agent_failure.py)."""
+
+    async def serve() -> None:
+        with exit_on_error(name):  # fail fast, lose nothing: nothing past the failed batch is committed
+            await app.consumer.serve(name)
+
+    serve.__name__ = serve.__qualname__ = f"serve_{name}"
+    app.task(serve)
+
+
+async def _dead_letter_unreadable(send: Any, batch: Batch) -> None:
+    """One marker dead letter per record batch the consumer could not decode, confirmed before the batch counts."""
+    pending = []
+    for marker in batch.unreadable:
+        key, value, headers = unreadable_batch_letter(marker, int(time.time() * 1000))
+        pending.append(await send(key=key, value=value, headers=headers))
+    for fut in pending:
+        await fut
 
 
 def _note_moved(learner: Learner, publisher: EmbeddingPublisher, events: Sequence[TrainingEvent]) -> None:

@@ -43,6 +43,7 @@ class Reason(StrEnum):
     WRONG_TYPE = "wrong_type"
     UNKNOWN_EVENT_TYPE = "unknown_event_type"
     TS_OUT_OF_RANGE = "ts_out_of_range"
+    UNREADABLE_BATCH = "unreadable_batch"  # a record batch the consumer could not decode (stream/consumer.py)
 
 
 class InvalidEvent(ValueError):

@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from stream.contract import InvalidEvent
+from stream.contract import InvalidEvent, Reason
 
 if TYPE_CHECKING:
+    from stream.consumer import UnreadableBatch
     from stream.kafka_security import KafkaTarget
 
 HEADER_PREFIX = "streamrec.dlq."
@@ -65,6 +66,20 @@ def headers_for(error: InvalidEvent, source: SourcePosition, failed_at_ms: int) 
         (HEADER_PREFIX + "source.offset", str(source.offset).encode()),
         (HEADER_PREFIX + "failed_at_ms", str(failed_at_ms).encode()),
     ]
+
+
+def unreadable_batch_letter(marker: UnreadableBatch, failed_at_ms: int) -> tuple[None, bytes, list[tuple[str, bytes]]]:
+    """The dead letter standing for a record batch the consumer could not decode (stream/consumer.py).
+
+    Its bytes cannot be had (the client could not read them), so the letter is a marker: an empty
+    value, the reason ``unreadable_batch``, the error, and the source range, first offset in
+    ``source.offset`` and the end (exclusive) in ``source.end_offset``; the records are still on
+    the source topic for a client that can read them.
+    """
+    detail = f"offsets {marker.first}..{marker.end - 1} ({marker.end - marker.first}) skipped: {marker.error}"
+    error = InvalidEvent(Reason.UNREADABLE_BATCH, detail)
+    headers = headers_for(error, SourcePosition(marker.topic, marker.partition, marker.first), failed_at_ms)
+    return None, b"", [*headers, (HEADER_PREFIX + "source.end_offset", str(marker.end).encode())]
 
 
 def from_record(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]) -> DeadLetter:

@@ -253,23 +253,25 @@ class Learner:
         self.stats.last_checkpoint_path = str(path)
 
     # --- partition assignment ----------------------------------------------------------------------
-    async def rewind(self, consumer: Any) -> None:
-        """After Faust seeks to the committed offsets: seek back to what the model has trained on.
+    async def rewind(self, consumer: Any, positions: dict[Any, int]) -> dict[Any, int]:
+        """Where the interaction partitions start reading: back to what the model has trained on.
 
-        Partitions the model has never seen start where the group starts (committed, else the
-        earliest offset); they are recorded and checkpointed at once, so that a crash before the
-        first periodic checkpoint still re-reads from there.
+        ``positions`` are where the assignment starts (the committed offsets, or the log start):
+        the consumer calls this from its seek (:meth:`stream.consumer.BatchConsumer.perform_seek`)
+        and seeks to what it returns. Partitions the model has never seen start where the group
+        starts; they are recorded and checkpointed at once, so that a crash before the first
+        periodic checkpoint still re-reads from there.
         """
         topics = self.settings.interaction_topics
-        assigned = [tp for tp in consumer.assignment() if tp.topic in topics]
+        assigned = [tp for tp in positions if tp.topic in topics]
         if not assigned:
-            return
-        committed = await consumer.seek_to_committed()
+            return {}
         ends = await consumer.highwaters(*assigned)
-        new: list[Any] = []
+        rewound: dict[Any, int] = {}
+        new = False
         for tp in assigned:
             trained = self.trained.get((tp.topic, tp.partition))
-            position = committed.get(tp)
+            position = positions[tp]
             if trained is not None and trained > ends.get(tp, trained):
                 # The log is shorter than the checkpoint says: the topic was recreated or truncated.
                 log.warning(
@@ -279,18 +281,15 @@ class Learner:
                 )  # fmt: skip
                 trained = None
             if trained is None:
-                new.append(tp)
-            elif position is not None and position > trained:
+                self.trained[(tp.topic, tp.partition)] = position
+                new = True
+            elif position > trained:
                 log.info("rewinding %s:%d from %d to %d (trained by the checkpoint)", *tp, position, trained)
                 self.stats.rewound[f"{tp.topic}:{tp.partition}"] = position - trained
-                await consumer.seek(tp, trained)
+                rewound[tp] = trained
         if new:
-            earliest = await consumer.earliest_offsets(*new)
-            for tp in new:
-                position = committed.get(tp)
-                start = position if position is not None and position >= 0 else earliest.get(tp, 0)
-                self.trained[(tp.topic, tp.partition)] = start
             await self.checkpoint(wait=True)
+        return rewound
 
     async def report(self) -> dict[str, Any]:
         """What ``GET /model`` shows: progress, checkpoints, memory and the prequential table.

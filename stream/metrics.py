@@ -51,8 +51,10 @@ class StreamWorkerCollector(Collector):
         augmenter: Any = None,
         http: Any = None,
         lag: Callable[[], dict[tuple[str, int], int]] | None = None,
+        consumer: Callable[[], Any] | None = None,
     ) -> None:
         self.ingest = ingest
+        self.consumer = consumer  # the consumer path's stats (stream/consumer.py), once the consumer exists
         self.http = http
         self.learner = learner
         self.publisher = publisher
@@ -76,6 +78,9 @@ class StreamWorkerCollector(Collector):
         yield _single(counter("events_misrouted", "Events re-keyed to their user's partition."), s.forwarded_misrouted)
         yield labelled(counter("interactions", "Valid interactions applied to the user state, by type.", ["type"]),
                        s.applied_by_type)  # fmt: skip
+        consumer = self.consumer() if self.consumer is not None else None
+        if consumer is not None:
+            yield from consumer_metrics(consumer)
         if self.lag is not None:
             lag = gauge("consumer_lag", "Log end offset minus committed offset, per input partition.",
                         ["topic", "partition"])  # fmt: skip
@@ -217,6 +222,31 @@ BATCH_SIZE_BOUNDS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 BATCH_BOUNDS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
+def consumer_metrics(stats: Any) -> Iterator[Metric]:
+    """The consumer path's counters (stream/consumer.py ``ConsumerStats``)."""
+    yield _single(counter("consumer_batches", "Batches handed to the agents, as fetched."), stats.batches)
+    yield _single(counter("consumer_records", "Records handed to the agents."), stats.records)
+    yield _single(counter("consumer_fetches_discarded", "Fetched partitions not handed over (a seek ran or the flow "
+                          "stopped): read again."), stats.discarded_fetches)  # fmt: skip
+    yield _single(counter("consumer_repositioned", "Partitions sought back to their next offset after a discarded "
+                          "fetch."), stats.repositioned)  # fmt: skip
+    yield _single(counter("consumer_batches_dropped", "Batches not started when their assignment ended: read again "
+                          "by the next owner."), stats.dropped_queued)  # fmt: skip
+    for name, doc, values in (
+        ("consumer_offsets_skipped", "Offsets a partition jumped over (compaction, retention, transaction markers).",
+         stats.skipped_offsets),
+        ("consumer_unreadable_batches", "Record batches that could not be decoded: skipped, dead-lettered as markers.",
+         stats.unreadable_batches),
+        ("consumer_unreadable_offsets", "Offsets in record batches that could not be decoded.",
+         stats.unreadable_offsets),
+    ):  # fmt: skip
+        family = counter(name, doc, ["topic", "partition"])
+        for key, n in sorted(values.items()):
+            topic, _, partition = key.rpartition(":")
+            family.add_metric([topic, partition], n)
+        yield family
+
+
 def histogram_family(name: str, doc: str, histogram: Histogram) -> HistogramMetricFamily:
     return HistogramMetricFamily(f"{PREFIX}_{name}", doc, buckets=histogram.cumulative(), sum_value=histogram.sum)
 
@@ -331,6 +361,12 @@ def registry_with(*collectors: Collector) -> CollectorRegistry:
 def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:
     """The text format body and its content type, for a ``/metrics`` handler."""
     return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def consumer_stats(app: Any) -> Any:
+    """The consumer path's stats (stream/consumer.py), or None before the consumer exists or without it."""
+    consumer = getattr(app, "_consumer", None)
+    return getattr(consumer, "stats", None)
 
 
 def consumer_lag(app: Any, topics: Sequence[str]) -> dict[tuple[str, int], int]:

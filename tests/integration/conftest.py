@@ -103,7 +103,6 @@ def app_settings(broker: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
         "topic_partitions": 4,
         "state_dir": tmp_path / "state",
         "web_port": free_port(),
-        "batch_within_s": 0.1,
         "log_level": "warning",
         "baselines": "",  # the training tests turn them on
         "augment": False,  # so does the augmentation test

@@ -70,7 +70,6 @@ def client_settings(broker: dict[str, Any], tmp_path: Path, name: str, **securit
         "state_dir": tmp_path / "state",
         "web_port": free_port(),
         "inference_web_port": free_port(),
-        "batch_within_s": 0.1,
         "log_level": "info",  # Faust's and aiokafka's INFO lines too: none may carry a password
         "train": False,
         "baselines": "",

@@ -1,0 +1,595 @@
+"""The worker's consumer path: input records reach the agents batch by batch, as Kafka fetched them.
+
+Faust's own path hands records to agents one at a time: its fetch loop awaits a callback per
+record, the callback puts it on a stream's queue, and ``take_events`` rebuilds batches that Kafka
+had already delivered as batches. It also keeps a per-partition *read offset* that drops records
+below it and takes a jump above it for a gap to commit over. Around a seek (every rebalance, and
+the learner's rewind) a batch fetched before the seek moved that offset past the position the seek
+had just set: records were dropped, and the jump was committed as if processed
+(``docs/delivery.md``, point 7). Two workarounds patched those symptoms; this module replaces them
+with one design whose invariant can be stated and tested.
+
+**Invariant.** Within one assignment of an input partition, every offset from the position the
+assignment starts at (the committed offset, or further back where the learner's checkpoint is
+behind it) to the log end is handed to the agent exactly once, in order, or it is read again in
+the next assignment because it was not committed. Four rules make it hold:
+
+1. *A seek decides.* Each input partition has a position epoch. A seek bumps it before and after it
+   runs; records whose partition's epoch changed while their fetch was in flight are not handed
+   over (they may come from before the seek), and rule 3 puts the position back where the seek
+   set it (they may also come from after it, and have moved the consumer's position past them).
+2. *Contiguity.* Each input partition has the next offset to hand over. A batch starts there (a
+   record below it was handed over already; a jump above it is a compacted or deleted range, or a
+   transaction marker, and is counted); handing it over moves the next offset past its end.
+3. *Nothing fetched is dropped silently.* Records fetched but not handed over (a seek ran, the flow
+   stopped for a rebalance) make the consumer seek back to the next offset, once no seek runs.
+4. *Revocation ends an assignment cleanly.* Batches not started are dropped, the one being handled
+   finishes, and the offsets after the batches handled are committed, before Faust revokes.
+
+Offsets are committed per partition as the position after the last batch *handled* (its table
+writes done, its dead letters and forwards confirmed), not from per-record acknowledgements.
+
+**Unreadable batches.** A record batch the client cannot decode (a codec it lacks, a corrupt
+compressed payload, a CRC mismatch) used to raise out of the fetch and stop the worker, which read
+the same batch again on restart: a crash loop. :func:`guard_fetch_results` wraps aiokafka's batch
+iteration so that such a batch becomes an :class:`UnreadableBatch` marker in the record stream,
+handed over in order like the records around it: the agent dead-letters a marker record with the
+reason and the offset range, it is counted (``streamrec_consumer_unreadable_batches_total``) and
+alerted on, and the partition reads on.
+
+Faust's tables, changelogs, recovery, standbys, commit loop and rebalance protocol are Faust's. The
+Faust and aiokafka internals this module relies on are pinned by ``tests/unit/test_consumer.py``;
+a Faust or aiokafka upgrade that changes them fails there first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka.consumer.fetcher import FetchResult, PartitionRecords
+from aiokafka.errors import ConsumerStoppedError, IllegalStateError
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+from faust.transport.drivers.aiokafka import Consumer as FaustAIOKafkaConsumer
+from faust.types import TP
+
+log = logging.getLogger(__name__)
+
+
+class Record:
+    """One input record, shaped like a Faust event so that the ingestion and the tables take it as one.
+
+    ``message`` is the record itself; ``timestamp`` is in seconds, as on Faust's messages. Slotted
+    and weak-referenceable: table writes find their partition through a weak reference to the
+    current event (:func:`stream.ingest.writing_for`).
+    """
+
+    __slots__ = ("__weakref__", "headers", "key", "offset", "partition", "timestamp", "topic", "value")
+
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        timestamp: float,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.timestamp = timestamp
+        self.key = key
+        self.value = value
+        self.headers = headers
+
+    @property
+    def message(self) -> Record:
+        return self
+
+    @property
+    def tp(self) -> TP:
+        return TP(self.topic, self.partition)
+
+    @classmethod
+    def from_consumer_record(cls, record: Any) -> Record:
+        """From aiokafka's ``ConsumerRecord`` (timestamp in milliseconds; may be None for v0 records)."""
+        timestamp = record.timestamp / 1000.0 if record.timestamp is not None else time.time()
+        return cls(record.topic, record.partition, record.offset, timestamp, record.key, record.value, record.headers)
+
+    def __repr__(self) -> str:
+        return f"<Record {self.topic}:{self.partition}@{self.offset}>"
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableBatch:
+    """A record batch that could not be decoded: offsets ``first`` up to (not including) ``end``."""
+
+    topic: str
+    partition: int
+    first: int
+    end: int
+    error: str
+
+    @property
+    def tp(self) -> TP:
+        return TP(self.topic, self.partition)
+
+
+@dataclass(slots=True)
+class Batch:
+    """What one fetch brought for one handler: records in partition order, and unreadable batches.
+
+    ``ranges`` is what the batch covers per partition, unreadable batches included: the learner
+    takes it as the offsets it has now seen.
+    """
+
+    records: list[Record]
+    unreadable: list[UnreadableBatch]
+    ranges: dict[tuple[str, int], range]
+    assignment: int  # the consumer's assignment count when handed over; a revoke makes it stale
+
+
+def batches_from(fetched: Mapping[TP, Sequence[Any]], assignment: int, size: int) -> list[Batch]:
+    """Cut a fetch (aiokafka ``ConsumerRecord``s and :class:`UnreadableBatch` markers) into batches.
+
+    Each batch holds at most ``size`` records; partitions and offsets keep their order, and a
+    marker stays between the records fetched before and after it.
+    """
+    batches: list[Batch] = []
+    current = Batch([], [], {}, assignment)
+    for tp, items in fetched.items():
+        key = (tp.topic, tp.partition)
+        for item in items:
+            if len(current.records) >= size:
+                batches.append(current)
+                current = Batch([], [], {}, assignment)
+            if isinstance(item, UnreadableBatch):
+                current.unreadable.append(item)
+                first, end = item.first, item.end
+            else:
+                current.records.append(Record.from_consumer_record(item))
+                first, end = item.offset, item.offset + 1
+            seen = current.ranges.get(key)
+            current.ranges[key] = range(first, end) if seen is None else range(seen.start, end)
+    if current.ranges:
+        batches.append(current)
+    return batches
+
+
+# --- Unreadable batches: aiokafka's batch iteration, guarded -------------------------------------
+
+
+class _BatchTracker:
+    """Wraps aiokafka's ``MemoryRecords``: remembers the offsets of the batch it handed out last."""
+
+    __slots__ = ("current", "records")
+
+    def __init__(self, records: Any) -> None:
+        self.records = records
+        self.current: tuple[int, int] | None = None
+
+    def has_next(self) -> bool:
+        return self.records.has_next()
+
+    def next_batch(self) -> Any:
+        batch = self.records.next_batch()
+        if batch is None:
+            self.current = None
+        else:
+            base = batch.base_offset
+            self.current = (base, getattr(batch, "next_offset", base + 1))
+        return batch
+
+    def size_in_bytes(self) -> int:
+        return self.records.size_in_bytes()
+
+
+def _guarded_records(partition_records: PartitionRecords, tracker: _BatchTracker) -> Iterator[Any]:
+    """aiokafka's own record iteration; a batch it cannot decode becomes one :class:`UnreadableBatch`."""
+    tp = partition_records._tp
+    while True:
+        try:
+            yield from PartitionRecords._unpack_records(partition_records)
+            return
+        except Exception as error:  # any decode failure of one batch: a codec, corrupt bytes, a CRC
+            if tracker.current is None:
+                raise
+            base, end = tracker.current
+            tracker.current = None
+            first = max(base, partition_records.next_fetch_offset)  # records of it already yielded stay
+            partition_records.next_fetch_offset = max(partition_records.next_fetch_offset, end)
+            yield UnreadableBatch(tp.topic, tp.partition, first, end, f"{type(error).__name__}: {error}")
+
+
+def guard_fetch_results(fetcher: Any) -> None:
+    """Guard every fetch result aiokafka holds that has not been read from yet (see the module docstring)."""
+    for result in list(fetcher._records.values()):
+        if type(result) is not FetchResult:
+            continue
+        partition_records = result._partition_records
+        if partition_records is None or getattr(partition_records, "_streamrec_guarded", False):
+            continue
+        tracker = _BatchTracker(partition_records._records)
+        partition_records._records = tracker
+        partition_records._records_iterator = _guarded_records(partition_records, tracker)
+        partition_records._streamrec_guarded = True
+
+
+class BatchConsumerThread(AIOKafkaConsumerThread):
+    """Faust's aiokafka consumer thread; every fetch result is guarded before anything reads from it."""
+
+    async def _fetch_records(
+        self,
+        consumer: Any,
+        active_partitions: set[TP],
+        timeout: float | None = None,  # noqa: ASYNC109 (Faust's signature)
+        max_records: int | None = None,
+    ) -> Mapping[TP, list[Any]]:
+        if not self.consumer.flow_active:
+            return {}
+        fetcher = consumer._fetcher
+        if consumer._closed or fetcher._closed:
+            raise ConsumerStoppedError()
+        with fetcher._subscriptions.fetch_context():
+            guard_fetch_results(fetcher)
+            records = await fetcher.fetched_records(active_partitions, timeout=0, max_records=max_records)
+            if records or not timeout:
+                return records
+            # Wait for the background fetch here, not inside fetched_records: what it brings must be
+            # guarded before it is read.
+            waiter = fetcher._create_fetch_waiter()
+            done, pending = await asyncio.wait([waiter], timeout=timeout)
+            for fut in pending:
+                fut.cancel()
+            if not done or fetcher._closed:
+                return {}
+            waiter.result()  # raises authorization errors, as aiokafka does
+            guard_fetch_results(fetcher)
+            return await fetcher.fetched_records(active_partitions, timeout=0, max_records=max_records)
+
+
+# --- The consumer -------------------------------------------------------------------------------
+
+Handler = Callable[[Batch], Awaitable[None]]
+AfterSeek = Callable[[Any, dict[TP, int]], Awaitable[dict[TP, int]]]
+
+
+@dataclass
+class ConsumerStats:
+    """Counters since this process started; on ``/stats`` (``consumer``) and ``/metrics``."""
+
+    batches: int = 0
+    records: int = 0
+    discarded_fetches: int = 0  # fetched while a seek ran or the flow was stopped: read again
+    repositioned: int = 0  # partitions sought back to their next offset after a discarded fetch
+    dropped_queued: int = 0  # batches not started when their assignment ended: read again
+    skipped_offsets: Counter[str] = field(default_factory=Counter)  # "topic:partition" -> offsets jumped
+    unreadable_batches: Counter[str] = field(default_factory=Counter)
+    unreadable_offsets: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "batches": self.batches,
+            "records": self.records,
+            "discarded_fetches": self.discarded_fetches,
+            "repositioned": self.repositioned,
+            "dropped_queued": self.dropped_queued,
+            "skipped_offsets": dict(self.skipped_offsets),
+            "unreadable_batches": dict(self.unreadable_batches),
+            "unreadable_offsets": dict(self.unreadable_offsets),
+        }
+
+
+@dataclass(frozen=True)
+class Route:
+    """Records of ``topics`` go to ``handler``, one batch at a time, in order (run by :meth:`BatchConsumer.serve`)."""
+
+    name: str
+    topics: frozenset[str]
+    handler: Handler
+
+
+@dataclass(frozen=True)
+class InputRoutes:
+    """What the worker consumes through this module, and how (given to :func:`install`)."""
+
+    routes: tuple[Route, ...]
+    max_batch_records: int = 1000  # a larger fetch is split, in order
+    max_queued_batches: int = 2  # per route: a slow handler slows the fetching, memory stays bounded
+    after_seek: AfterSeek | None = None  # the learner's rewind
+
+
+class _Lane:
+    """One route's bounded queue of batches and whether its handler is busy."""
+
+    def __init__(self, route: Route, max_batches: int) -> None:
+        self.route = route
+        self.queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=max_batches)
+        self.busy = False
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+
+class BatchConsumer(FaustAIOKafkaConsumer):
+    """Faust's aiokafka consumer, with the input topics' records handed over batch by batch.
+
+    The topics of ``routes`` go through this module's path; every other topic (changelogs,
+    standbys) keeps Faust's record-by-record path.
+    """
+
+    def __init__(self, *args: Any, routes: InputRoutes, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.routes = routes
+        self._lanes = {route.name: _Lane(route, routes.max_queued_batches) for route in routes.routes}
+        self._lane_of = {topic: lane for lane in self._lanes.values() for topic in lane.route.topics}
+        self._epoch: Counter[TP] = Counter()  # per input partition, bumped around every seek
+        self._seeking: set[TP] = set()
+        self._next: dict[TP, int] = {}  # the next offset to hand over, per input partition
+        self._handled: dict[TP, int] = {}  # the offset after the last batch handled: what commits
+        self._assignment = 0  # bumped on every revocation: batches handed over before it are stale
+        self._seek_lock = asyncio.Lock()
+        self.stats = ConsumerStats()
+
+    def _new_consumer_thread(self) -> AIOKafkaConsumerThread:
+        return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def is_batch_tp(self, tp: TP) -> bool:
+        return tp.topic in self._lane_of
+
+    async def serve(self, name: str) -> None:
+        """Run one route's handler over its batches, in order, until cancelled (an app task)."""
+        lane = self._lanes[name]
+        while True:
+            batch = await lane.queue.get()
+            if batch.assignment != self._assignment:
+                self.stats.dropped_queued += 1
+                continue
+            lane.busy = True
+            lane.idle.clear()
+            try:
+                await lane.route.handler(batch)
+                # Noted even if a revocation began meanwhile: it waits for this batch, then commits it.
+                self._note_handled(batch)
+            finally:
+                lane.busy = False
+                lane.idle.set()
+
+    def _note_handled(self, batch: Batch) -> None:
+        for (topic, partition), offsets in batch.ranges.items():
+            tp = TP(topic, partition)
+            if offsets.stop > self._handled.get(tp, -1):
+                self._handled[tp] = offsets.stop
+
+    # --- the fetch loop ----------------------------------------------------------------------
+    async def _drain_messages(self, fetcher: Any) -> None:  # replaces Faust's (faust/transport/consumer.py)
+        consumer_stopped = self._stopped.is_set
+        fetcher_stopped = fetcher._stopped.is_set
+        inbound_time = self.app.monitor.stream_inbound_time
+        try:
+            while not (consumer_stopped() or fetcher_stopped()):
+                epochs = dict(self._epoch)
+                assignment = self._assignment
+                records, active = await self._wait_next_records(1.0)
+                if not records or self.should_stop:
+                    continue
+                handed: dict[str, dict[TP, list[Any]]] = {}
+                not_handed: list[TP] = []
+                for tp, items in records.items():
+                    self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+                    lane = self._lane_of.get(tp.topic)
+                    if lane is None:
+                        await self._deliver_one_by_one(tp, items, active)
+                        continue
+                    positioned = tp in self._next and tp not in self._seeking and self._epoch[tp] == epochs.get(tp, 0)
+                    if not (positioned and self.flow_active and assignment == self._assignment):
+                        # Not positioned in this assignment yet, a seek ran while this was fetched, or
+                        # the flow stopped: not handed over. The fetch moved the consumer's position
+                        # past these records (perhaps from the position a seek had just set), so the
+                        # partition is sought back to its next offset once no seek is running.
+                        self.stats.discarded_fetches += 1
+                        not_handed.append(tp)
+                        continue
+                    kept = self._contiguous(tp, items)
+                    if kept:
+                        handed.setdefault(lane.route.name, {})[tp] = kept
+                        inbound_time[tp] = time.monotonic()  # Faust's livelock detector reads it
+                if not_handed:
+                    await self._reposition(not_handed)
+                for name, fetched in handed.items():
+                    lane = self._lanes[name]
+                    for chunk in batches_from(fetched, assignment, self.routes.max_batch_records):
+                        self.stats.batches += 1
+                        self.stats.records += len(chunk.records)
+                        await lane.queue.put(chunk)  # bounded: a slow handler slows the fetching
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                return
+            raise
+        except Exception as exc:
+            log.exception("Drain messages raised: %r", exc)
+            raise
+
+    def _contiguous(self, tp: TP, items: list[Any]) -> list[Any]:
+        """Rule 2: drop what was handed over already, count a jump, move the next offset past the batch."""
+        expected = self._next[tp]
+        start = 0
+        while start < len(items) and _first_offset(items[start]) < expected:
+            start += 1
+        items = items[start:] if start else items
+        if not items:
+            return items
+        first = _first_offset(items[0])
+        if first > expected:
+            self.stats.skipped_offsets[f"{tp.topic}:{tp.partition}"] += first - expected
+        for item in items:
+            if isinstance(item, UnreadableBatch):
+                key = f"{tp.topic}:{tp.partition}"
+                self.stats.unreadable_batches[key] += 1
+                self.stats.unreadable_offsets[key] += item.end - item.first
+                log.error(
+                    "cannot decode the record batch at %s:%d offsets %d..%d (%s): it is dead-lettered as a "
+                    "marker and skipped",
+                    tp.topic, tp.partition, item.first, item.end - 1, item.error,
+                )  # fmt: skip
+        last = items[-1]
+        self._next[tp] = last.end if isinstance(last, UnreadableBatch) else last.offset + 1
+        return items
+
+    async def _deliver_one_by_one(self, tp: TP, items: list[Any], active: set[TP] | None) -> None:
+        """Faust's own path, for changelog and standby partitions (see Faust's ``getmany``/``_drain_messages``)."""
+        if active is not None and tp not in active and tp not in self._buffered_partitions:
+            return
+        callback = self.callback
+        read_offset = self._read_offset
+        for record in items:
+            if not self.flow_active:
+                return
+            if isinstance(record, UnreadableBatch):  # our own changelogs: never expected
+                log.error(
+                    "cannot decode %s:%d offsets %d..%d (%s)", *record.tp, record.first, record.end - 1, record.error
+                )
+                continue
+            offset = record.offset
+            r_offset = read_offset[tp]
+            if r_offset is None or offset >= r_offset:
+                message = self._to_message(tp, record)
+                await self.wait_first(callback(message), self.suspend_flow.wait())
+                read_offset[tp] = offset
+
+    # --- seeks -----------------------------------------------------------------------------------
+    async def _reposition(self, tps: list[TP]) -> None:
+        """Rule 3: seek partitions whose fetched records were not handed over back to their next offset.
+
+        Under the seek lock, so after any seek that was running: its target is then the next offset.
+        A partition not positioned in this assignment yet is left to the seek that will position it.
+        """
+        async with self._seek_lock:
+            assigned = self.assignment()
+            targets = {tp: self._next[tp] for tp in tps if tp in assigned and tp in self._next}
+            if not targets:
+                return
+            self.stats.repositioned += len(targets)
+            try:
+                await self._seek_positions(targets)
+            except IllegalStateError as exc:
+                # Revoked meanwhile (a rebalance is under way): the next owner reads from the commit.
+                log.info("not repositioning %s: %s", sorted(targets), exc)
+
+    async def _seek_positions(self, positions: Mapping[TP, int]) -> None:
+        """Seek input partitions (under the seek lock), with rule 1's epochs around it."""
+        tps = list(positions)
+        self._seeking.update(tps)
+        self._epoch.update(tps)
+        try:
+            # In the consumer's thread, as one call: aiokafka's seek is not thread-safe.
+            await self.seek_wait(dict(positions))
+            self._read_offset.update(positions)
+            self._next.update(positions)
+        finally:
+            self._seeking.difference_update(tps)
+            self._epoch.update(tps)
+
+    async def perform_seek(self) -> None:
+        """After an assignment: every input partition to its committed offset (or the log start), then the rewind.
+
+        Faust's version leaves a partition without a commit wherever its position was; here every
+        input partition gets an explicit position, so the next offset to hand over is always known.
+        """
+        async with self._seek_lock:
+            inputs = [tp for tp in self.assignment() if self.is_batch_tp(tp)]
+            self._seeking.update(inputs)
+            self._epoch.update(inputs)
+            try:
+                committed = await self.seek_to_committed()  # every assigned partition, changelogs included
+                self._read_offset.update(
+                    {tp: offset if offset is not None and offset >= 0 else None for tp, offset in committed.items()}
+                )
+                self._committed_offset.update(
+                    {TP(tp.topic, tp.partition): offset or None for tp, offset in committed.items() if offset}
+                )
+                positions: dict[TP, int] = {}
+                missing = []
+                for tp in inputs:
+                    offset = committed.get(tp)
+                    if offset is None or offset < 0:
+                        missing.append(tp)
+                    else:
+                        positions[tp] = offset
+                if missing:
+                    earliest = await self.earliest_offsets(*missing)
+                    positions.update({tp: earliest.get(tp) or 0 for tp in missing})
+                if self.routes.after_seek is not None and positions:
+                    positions.update(await self.routes.after_seek(self, dict(positions)))
+                await self._seek_positions(positions)
+            finally:
+                self._seeking.difference_update(inputs)
+                self._epoch.update(inputs)
+
+    # --- rebalance and commit ------------------------------------------------------------------
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        """Rule 4, before Faust's own revocation: stop, drop what was not started, finish, commit."""
+        self.stop_flow()
+        self._assignment += 1
+        for lane in self._lanes.values():
+            while not lane.queue.empty():
+                lane.queue.get_nowait()
+                self.stats.dropped_queued += 1
+        await self._wait_lanes_idle()
+        try:
+            await self.commit()
+        except Exception as exc:  # noqa: BLE001 (a commit refused mid-rebalance: those offsets are read again)
+            log.warning("commit before revocation failed (%r); the new owner reads from the last commit", exc)
+        for tp in revoked:
+            self._next.pop(tp, None)
+            self._handled.pop(tp, None)
+        await super().on_partitions_revoked(revoked)
+
+    async def _wait_lanes_idle(self) -> None:
+        for lane in self._lanes.values():
+            if lane.busy:
+                await lane.idle.wait()
+
+    async def wait_empty(self) -> None:
+        """Faust waits here before a rebalance or shutdown completes: the batch being handled finishes too."""
+        await self._wait_lanes_idle()
+        await super().wait_empty()
+
+    def _filter_tps_with_pending_acks(self, topics: Any = None) -> Iterator[TP]:
+        yield from super()._filter_tps_with_pending_acks(topics)
+        for tp, handled in list(self._handled.items()):
+            if topics is not None and tp not in topics and tp.topic not in topics:
+                continue
+            committed = self._committed_offset.get(tp)
+            if committed is None or handled > committed:
+                yield tp
+
+    def _new_offset(self, tp: TP) -> int | None:
+        if self.is_batch_tp(tp):
+            return self._handled.get(tp)
+        return super()._new_offset(tp)
+
+
+def _first_offset(item: Any) -> int:
+    return item.first if isinstance(item, UnreadableBatch) else item.offset
+
+
+def install(app: Any, routes: InputRoutes) -> None:
+    """Make ``app`` create a :class:`BatchConsumer` for ``routes`` (before its consumer exists), and subscribe it.
+
+    The topics are added to Faust's conductor so that the group subscribes to them and Faust's
+    assignor co-partitions the tables with them, as it would for an agent's topics.
+    """
+    app.transport.Consumer = functools.partial(BatchConsumer, routes=routes)

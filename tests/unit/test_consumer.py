@@ -1,0 +1,391 @@
+"""The consumer path (stream/consumer.py): batches as fetched, the rules behind its invariant, unreadable batches.
+
+The consumer here is the real :class:`~stream.consumer.BatchConsumer` on a real Faust app, with
+its broker calls (the fetch, the seeks, the commit) replaced by recorded stand-ins, so that each
+rule is shown in isolation and in order. The live behaviour, real broker and processes, is in
+tests/integration (test_restart.py, test_scale_out.py, test_torture.py, test_codecs.py). The
+last tests pin the Faust and aiokafka internals the module relies on: an upgrade that changes
+them fails here first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+import faust
+import pytest
+from aiokafka.consumer import fetcher as aiokafka_fetcher
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.record.memory_records import MemoryRecords
+from aiokafka.record.util import calc_crc32c_py
+from aiokafka.structs import ConsumerRecord, TopicPartition
+from faust.tables import recovery as faust_recovery
+from faust.transport import consumer as faust_consumer
+
+from stream.consumer import (
+    Batch,
+    BatchConsumer,
+    InputRoutes,
+    Record,
+    Route,
+    UnreadableBatch,
+    batches_from,
+    guard_fetch_results,
+    install,
+)
+from stream.ingest import offset_ranges
+
+CLICKS_0, CLICKS_1 = TopicPartition("clicks", 0), TopicPartition("clicks", 1)
+GZIP, LZ4 = 1, 3
+
+
+def record(tp: TopicPartition, offset: int, value: bytes = b"{}") -> ConsumerRecord:
+    return ConsumerRecord(tp.topic, tp.partition, offset, 1_700_000_000_000 + offset, 0, b"k", value, None, 1, 2, ())
+
+
+# --- batches -------------------------------------------------------------------------------------
+
+
+def test_a_fetch_becomes_batches_in_partition_order_split_at_the_limit_with_the_offsets_they_cover():
+    fetched = {CLICKS_0: [record(CLICKS_0, o) for o in range(10, 15)], CLICKS_1: [record(CLICKS_1, 3)]}
+    batches = batches_from(fetched, assignment=7, size=2)
+    assert [[(r.partition, r.offset) for r in b.records] for b in batches] == [
+        [(0, 10), (0, 11)],
+        [(0, 12), (0, 13)],
+        [(0, 14), (1, 3)],
+    ]
+    assert [b.ranges for b in batches] == [
+        {("clicks", 0): range(10, 12)},
+        {("clicks", 0): range(12, 14)},
+        {("clicks", 0): range(14, 15), ("clicks", 1): range(3, 4)},
+    ]
+    assert {b.assignment for b in batches} == {7}
+    first = batches[0].records[0]
+    assert (first.message is first, first.timestamp, first.key, first.value) == (True, 1_700_000_000.01, b"k", b"{}")
+    # the ingestion's own view of a batch agrees with what the consumer says it covers
+    assert offset_ranges(batches[2].records) == batches[2].ranges
+
+
+def test_an_unreadable_marker_stays_between_the_records_fetched_around_it_and_widens_the_range():
+    marker = UnreadableBatch("clicks", 0, 12, 20, "UnsupportedCodecError: snappy")
+    fetched = {CLICKS_0: [record(CLICKS_0, 10), record(CLICKS_0, 11), marker, record(CLICKS_0, 20)]}
+    first, second = batches_from(fetched, assignment=0, size=2)
+    assert ([r.offset for r in first.records], first.unreadable, first.ranges) == (
+        [10, 11],
+        [],
+        {("clicks", 0): range(10, 12)},
+    )
+    assert ([r.offset for r in second.records], second.unreadable) == ([20], [marker])
+    assert second.ranges == {("clicks", 0): range(12, 21)}
+
+
+# --- unreadable batches: aiokafka's own records, one of them undecodable -------------------------
+
+
+def record_batch(base_offset: int, values: list[bytes], codec: int = GZIP) -> bytearray:
+    builder = DefaultRecordBatchBuilder(
+        magic=2, compression_type=codec, is_transactional=0, producer_id=-1, producer_epoch=-1, base_sequence=-1,
+        batch_size=1 << 20,
+    )  # fmt: skip
+    for delta, value in enumerate(values):
+        builder.append(delta, timestamp=1_700_000_000_000, key=b"k", value=value, headers=[])
+    buffer = builder.build()
+    struct.pack_into(">q", buffer, 0, base_offset)  # the broker assigns the base offset
+    return buffer
+
+
+def with_codec(buffer: bytearray, codec: int) -> bytearray:
+    """The same bytes marked with another codec, CRC recomputed: a valid batch nobody can decompress."""
+    attributes = struct.unpack_from(">h", buffer, 21)[0]
+    struct.pack_into(">h", buffer, 21, (attributes & ~0x07) | codec)
+    struct.pack_into(">I", buffer, 17, calc_crc32c_py(memoryview(buffer)[21:]))
+    return buffer
+
+
+def partition_records(*batches: bytearray, fetch_offset: int) -> Any:
+    records = MemoryRecords(bytes(b"".join(batches)))
+    return aiokafka_fetcher.PartitionRecords(
+        CLICKS_0, records, [], fetch_offset, None, None, True, aiokafka_fetcher.READ_UNCOMMITTED
+    )
+
+
+class FetcherWith:
+    """aiokafka's fetcher as guard_fetch_results sees it: its ``_records``, a FetchResult per partition."""
+
+    def __init__(self, records: Any) -> None:
+        self._records = {
+            CLICKS_0: aiokafka_fetcher.FetchResult(CLICKS_0, assignment=None, partition_records=records, backoff=0)
+        }
+
+
+def read_all(records: Any) -> Iterator[Any]:
+    fetcher = FetcherWith(records)
+    guard_fetch_results(fetcher)
+    guard_fetch_results(fetcher)  # guarding twice wraps once
+    yield from records
+
+
+@pytest.mark.parametrize("damage", ["codec", "crc"])
+def test_a_batch_that_cannot_be_decoded_becomes_one_marker_and_the_records_after_it_are_read(damage):
+    good = record_batch(100, [b"a", b"b"])
+    bad = record_batch(102, [b"c", b"d", b"e"])
+    if damage == "codec":
+        bad = with_codec(bad, LZ4)  # gzip bytes said to be lz4: the decompressor fails
+    else:
+        bad[-1] ^= 0xFF  # a flipped byte: the CRC check fails
+    after = record_batch(105, [b"f"])
+    records = partition_records(good, bad, after, fetch_offset=100)
+
+    items = list(read_all(records))
+
+    assert [i.offset for i in items if not isinstance(i, UnreadableBatch)] == [100, 101, 105]
+    [marker] = [i for i in items if isinstance(i, UnreadableBatch)]
+    assert (marker.topic, marker.partition, marker.first, marker.end) == ("clicks", 0, 102, 105)
+    expected = "CorruptRecordException" if damage == "crc" else ""
+    assert marker.error.startswith(expected) and ": " in marker.error  # the error's class and message
+    assert records.next_fetch_offset == 106  # the fetch goes on after the last batch
+
+
+def test_without_the_guard_aiokafka_raises_out_of_the_fetch():
+    """Why the guard exists: the same fetch raises from aiokafka's iteration (the old crash loop)."""
+    records = partition_records(record_batch(0, [b"a"]), with_codec(record_batch(1, [b"b"]), LZ4), fetch_offset=0)
+    with pytest.raises(Exception) as raised:  # whatever the codec library raises
+        list(records)
+    assert raised.type is not StopIteration
+
+
+# --- the consumer's rules, on the real BatchConsumer with recorded broker calls -----------------
+
+
+class Harness:
+    """A BatchConsumer whose fetches come from a script and whose seeks and commits are recorded."""
+
+    def __init__(self, *, size: int = 1000, rewind: dict[TopicPartition, int] | None = None) -> None:
+        self.handled: list[Batch] = []
+        self.seeks: list[dict[TopicPartition, int]] = []
+        self.commits: list[dict[Any, int]] = []
+        self.script: list[Any] = []
+        self.assigned = {CLICKS_0, CLICKS_1}
+        self.committed: dict[TopicPartition, int | None] = {CLICKS_0: 10, CLICKS_1: None}
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+        async def handle(batch: Batch) -> None:
+            await self.gate.wait()
+            self.handled.append(batch)
+
+        async def after_seek(consumer: Any, positions: dict[Any, int]) -> dict[Any, int]:
+            return dict(rewind or {})
+
+        app = faust.App("unit", broker="kafka://127.0.0.1:1")
+        routes = InputRoutes(
+            (Route("clicks", frozenset({"clicks"}), handle),), max_batch_records=size, after_seek=after_seek
+        )
+        install(app, routes)
+        consumer: BatchConsumer = app.consumer
+        consumer.assignment = lambda: set(self.assigned)  # type: ignore[method-assign]
+        consumer.highwater = lambda tp: 1000  # type: ignore[method-assign]
+
+        async def seek_to_committed() -> dict[TopicPartition, int | None]:
+            return {tp: self.committed.get(tp) for tp in self.assigned}
+
+        async def earliest_offsets(*tps: TopicPartition) -> dict[TopicPartition, int]:
+            return dict.fromkeys(tps, 3)
+
+        async def seek_wait(positions: dict[TopicPartition, int]) -> None:
+            self.seeks.append(dict(positions))
+            await asyncio.sleep(0)  # the real one awaits the consumer's thread
+
+        async def commit_offsets(offsets: dict[Any, int], start_new_transaction: bool = True) -> bool:
+            self.commits.append(dict(offsets))
+            return True
+
+        async def next_records(timeout: float) -> tuple[dict[TopicPartition, list[Any]], None]:  # noqa: ASYNC109
+            step = self.script.pop(0) if self.script else None
+            if step is None:
+                self.fetcher._stopped.set()
+                return {}, None
+            if callable(step):
+                step = await step()
+            return step, None
+
+        consumer.seek_to_committed = seek_to_committed  # type: ignore[method-assign]
+        consumer.earliest_offsets = earliest_offsets  # type: ignore[method-assign]
+        consumer.seek_wait = seek_wait  # type: ignore[method-assign]
+        consumer._commit_offsets = commit_offsets  # type: ignore[method-assign]
+        consumer._wait_next_records = next_records  # type: ignore[method-assign]
+        self.consumer = consumer
+        self.fetcher = type("Fetcher", (), {"_stopped": asyncio.Event()})()
+
+    async def run(self, *script: Any) -> list[list[tuple[int, int]]]:
+        """Feed fetches through the drain loop and the route; return each handled batch's (partition, offset)s."""
+        self.script = list(script)
+        self.fetcher._stopped.clear()
+        server = asyncio.ensure_future(self.consumer.serve("clicks"))
+        await self.consumer._drain_messages(self.fetcher)
+        while any(not lane.queue.empty() or lane.busy for lane in self.consumer._lanes.values()):  # noqa: ASYNC110
+            await asyncio.sleep(0)
+        server.cancel()
+        return [[(r.partition, r.offset) for r in b.records] for b in self.handled]
+
+
+def in_a_loop(test: Any) -> Any:
+    """Run an async test with asyncio.run (the suite has no async plugin)."""
+
+    def run() -> None:
+        asyncio.run(test())
+
+    run.__name__, run.__doc__ = test.__name__, test.__doc__
+    return run
+
+
+def fetch(tp: TopicPartition, offsets: range) -> dict[TopicPartition, list[ConsumerRecord]]:
+    return {tp: [record(tp, o) for o in offsets]}
+
+
+@in_a_loop
+async def test_an_assignment_starts_at_the_commit_or_the_log_start_then_the_rewind_and_reads_on_in_order():
+    h = Harness(rewind={CLICKS_0: 8})
+    await h.consumer.perform_seek()
+    assert h.seeks == [{CLICKS_0: 8, CLICKS_1: 3}]  # rewound below the commit; no commit: the log start
+    got = await h.run(fetch(CLICKS_0, range(8, 12)) | fetch(CLICKS_1, range(3, 5)), fetch(CLICKS_0, range(12, 14)))
+    assert got == [[(0, 8), (0, 9), (0, 10), (0, 11), (1, 3), (1, 4)], [(0, 12), (0, 13)]]
+    assert h.consumer._handled == {CLICKS_0: 14, CLICKS_1: 5}
+
+
+@in_a_loop
+async def test_records_fetched_before_the_partition_is_positioned_are_not_handed_over():
+    h = Harness()
+    got = await h.run(fetch(CLICKS_0, range(0, 4)))
+    assert got == [] and h.seeks == []  # the assignment's seek positions it and reading starts there
+
+
+@in_a_loop
+async def test_a_fetch_that_returns_while_a_seek_runs_is_not_handed_over_and_reading_resumes_where_the_seek_set():
+    h = Harness()
+    await h.consumer.perform_seek()  # clicks-0 at 10
+
+    async def seek_during_fetch() -> dict[TopicPartition, list[ConsumerRecord]]:
+        # The learner-style seek to 20 runs while this fetch is in flight; the fetch came back with
+        # 20..24 read from the new position, which moved the consumer's position to 25.
+        async with h.consumer._seek_lock:
+            await h.consumer._seek_positions({CLICKS_0: 20})
+        return fetch(CLICKS_0, range(20, 25))
+
+    got = await h.run(seek_during_fetch, fetch(CLICKS_0, range(20, 23)))
+    assert h.seeks[1:] == [{CLICKS_0: 20}, {CLICKS_0: 20}]  # the seek, then back to where it set
+    assert got == [[(0, 20), (0, 21), (0, 22)]]
+    assert h.consumer.stats.discarded_fetches == 1 and h.consumer.stats.repositioned == 1
+
+
+@in_a_loop
+async def test_records_fetched_while_the_flow_is_stopped_send_the_partition_back_to_its_next_offset():
+    h = Harness()
+    await h.consumer.perform_seek()
+
+    async def flow_stops() -> dict[TopicPartition, list[ConsumerRecord]]:
+        h.consumer.stop_flow()
+        return fetch(CLICKS_0, range(12, 15))
+
+    async def flow_resumes() -> dict[TopicPartition, list[ConsumerRecord]]:
+        h.consumer.resume_flow()
+        return fetch(CLICKS_0, range(10, 13))
+
+    got = await h.run(fetch(CLICKS_0, range(10, 12)), flow_stops, flow_resumes)
+    assert h.seeks[1:] == [{CLICKS_0: 12}]
+    assert got == [[(0, 10), (0, 11)], [(0, 12)]]  # 10 and 11 were handed over once: not again
+
+
+@in_a_loop
+async def test_a_jump_past_the_next_offset_is_handed_over_and_counted():
+    """Compacted or deleted ranges and transaction markers leave gaps that no seek can fill."""
+    h = Harness()
+    await h.consumer.perform_seek()
+    got = await h.run(fetch(CLICKS_0, range(13, 15)))
+    assert got == [[(0, 13), (0, 14)]]
+    assert h.consumer.stats.skipped_offsets == {"clicks:0": 3}
+
+
+@in_a_loop
+async def test_the_commit_is_the_offset_after_the_last_batch_handled():
+    h = Harness()
+    await h.consumer.perform_seek()
+    h.consumer._committed_offset[CLICKS_0] = 10
+    await h.run(fetch(CLICKS_0, range(10, 13)))
+    assert list(h.consumer._filter_tps_with_pending_acks()) == [CLICKS_0]
+    assert h.consumer._new_offset(CLICKS_0) == 13
+    h.consumer._committed_offset[CLICKS_0] = 13
+    assert list(h.consumer._filter_tps_with_pending_acks()) == []
+
+
+@in_a_loop
+async def test_revocation_drops_batches_not_started_waits_for_the_one_in_progress_and_commits_it():
+    h = Harness(size=2)
+    await h.consumer.perform_seek()
+    revoked_by_faust: list[set[Any]] = []
+
+    async def faust_revokes(revoked: set[Any]) -> None:
+        revoked_by_faust.append(revoked)
+
+    h.consumer._on_partitions_revoked = faust_revokes
+    h.gate.clear()  # the handler blocks in its first batch
+    h.script = [fetch(CLICKS_0, range(10, 16))]  # three batches of two
+    h.fetcher._stopped.clear()
+    server = asyncio.ensure_future(h.consumer.serve("clicks"))
+    drain = asyncio.ensure_future(h.consumer._drain_messages(h.fetcher))
+    while h.consumer._lanes["clicks"].queue.qsize() < 2:  # noqa: ASYNC110
+        await asyncio.sleep(0)  # batch 10-11 in progress, 12-13 and 14-15 queued
+
+    revocation = asyncio.ensure_future(h.consumer.on_partitions_revoked({CLICKS_0, CLICKS_1}))
+    await asyncio.sleep(0.01)
+    assert not revocation.done()  # waits for the batch in progress
+    h.gate.set()
+    await revocation
+    await drain
+    server.cancel()
+
+    assert [[r.offset for r in b.records] for b in h.handled] == [[10, 11]]
+    assert h.consumer.stats.dropped_queued == 2
+    assert h.commits == [{CLICKS_0: 12}]  # what was handled, committed before Faust revokes
+    assert revoked_by_faust == [{CLICKS_0, CLICKS_1}] and h.consumer._next == {} and not h.consumer.flow_active
+
+
+# --- the internals this module relies on ---------------------------------------------------------
+
+
+def test_faust_still_drives_the_consumer_the_way_this_module_expects():
+    fetcher_loop = inspect.getsource(faust_consumer.Fetcher._fetcher.fun)
+    assert "_drain_messages(self)" in fetcher_loop
+    for method in (faust_recovery.Recovery.on_recovery_completed, faust_recovery.Recovery._resume_streams):
+        source = inspect.getsource(method)
+        # input partitions are resumed, then sought (our perform_seek), then the flow resumes
+        assert source.index("resume_partitions") < source.index("perform_seek()") < source.index("resume_flow()")
+    revoke = inspect.getsource(faust_consumer.Consumer.on_partitions_revoked)
+    assert "self._on_partitions_revoked" in revoke
+    commit = inspect.getsource(faust_consumer.Consumer.force_commit) + inspect.getsource(
+        faust_consumer.Consumer._filter_committable_offsets
+    )
+    assert "_filter_tps_with_pending_acks" in commit and "_new_offset(tp)" in commit
+    wait = inspect.getsource(faust_consumer.Consumer._wait_next_records)
+    assert "self._getmany(" in wait and "can_resume_flow" in wait
+
+
+def test_aiokafka_still_iterates_batches_the_way_the_guard_expects():
+    unpack = inspect.getsource(aiokafka_fetcher.PartitionRecords._unpack_records)
+    assert "records.has_next()" in unpack and "records.next_batch()" in unpack and "self.next_fetch_offset" in unpack
+    init = inspect.getsource(aiokafka_fetcher.PartitionRecords.__init__)
+    assert "self._records_iterator = self._unpack_records()" in init
+    fetched = inspect.getsource(aiokafka_fetcher.Fetcher.fetched_records)
+    assert "getall(max_records)" in fetched and "_create_fetch_waiter" in fetched
+
+
+def test_a_record_is_what_the_tables_take_for_an_event():
+    r = Record("clicks", 2, 41, 1.5, b"u1", b"{}", [("h", b"v")])
+    assert (r.message.topic, r.message.partition, r.message.offset, r.tp) == ("clicks", 2, 41, ("clicks", 2))
+    import weakref
+
+    assert weakref.ref(r)() is r  # stream.ingest.writing_for keeps a weak reference to the current event
