@@ -1,17 +1,23 @@
-"""Ingestion throughput: the Faust agent against raw aiokafka consumer loops over the same topics.
+"""Ingestion throughput: the stream worker against raw aiokafka consumer loops over the same topics.
 
-    .venv/bin/python bench/ingest.py [--events N] [--partitions P]
+    .venv/bin/python bench/ingest.py [--events N] [--partitions P] [--repeats R]
 
 One run, side by side: the ML-100K stream (clicks + purchases) is produced once into fresh
 topics, then read three times from the beginning:
 
 1. ``raw-consume``: an aiokafka consumer loop that only counts records (the ceiling);
 2. ``raw-same-work``: the same loop doing the agent's per-event work in plain Python
-   (validation, grouping, user-state update in a dict): what ingestion costs without Faust;
+   (validation, grouping by user, event-time order, the user-state update with the event-id
+   dedupe the worker runs, in a dict): what ingestion costs without Faust, tables or commits;
 3. ``faust-empty-agent``: a Faust agent that only counts (``bench/faust_empty_agent.py``): the
    framework's own ceiling on this machine;
 4. ``faust-worker``: a real ``streamrec worker stream`` process (tables with changelogs,
    RocksDB, dead-letter handling, commits), timed from its first to its last batch.
+
+With ``--repeats R`` the two loops the goal compares (``raw-same-work`` and ``faust-worker``, the
+worker each time with a fresh consumer group and state) run R times, alternating which goes first;
+each repeat gives a paired ratio, reported as its geometric mean with a 95% interval (the machine
+is noisy: one pair proves little). The other loops run once.
 
 It starts the embedded broker on its own ports unless KAFKA_BOOTSTRAP_SERVERS is set.
 """
@@ -21,7 +27,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -40,7 +48,7 @@ from stream.kafka_local import LocalKafka  # noqa: E402
 from stream.kafka_security import new_consumer  # noqa: E402
 from stream.replay import replay  # noqa: E402
 from stream.settings import Settings  # noqa: E402
-from stream.user_state import apply_interactions  # noqa: E402
+from stream.user_state import apply_interactions, event_time_order  # noqa: E402
 from stream.worker import WorkerProcess  # noqa: E402
 
 
@@ -75,12 +83,14 @@ async def raw_loop(settings: Settings, total: int, same_work: bool) -> float:
                         continue
                     groups.setdefault(event.user_id, []).append((event, (record.topic, record.offset)))
                 for user, group in groups.items():
+                    group = [group[k] for k in event_time_order([e for e, _ in group])]
                     states[user], _ = apply_interactions(
                         states.get(user),
                         [e for e, _ in group],
                         settings.history_length,
                         settings.seen_length,
                         [p for _, p in group],
+                        settings.dedupe_window,
                     )
         return seen / (time.perf_counter() - (started or time.perf_counter()))
     finally:
@@ -122,7 +132,23 @@ def faust_empty_agent(env: dict[str, str], total: int, out: Path) -> float:
     return float(out.read_text())
 
 
-def run_ingest(env: dict[str, str], settings: Settings, dataset: Any, limit: int | None) -> dict[str, Any]:
+def ratio_interval(ratios: list[float]) -> dict[str, float]:
+    """Geometric mean of paired ratios with a 95% t-interval (on their logs); one ratio has no interval."""
+    logs = [math.log(r) for r in ratios]
+    mean = statistics.fmean(logs)
+    if len(logs) < 2:
+        return {"n": len(logs), "mean": math.exp(mean), "low": math.nan, "high": math.nan}
+    half = T_975[min(len(logs) - 1, len(T_975)) - 1] * statistics.stdev(logs) / math.sqrt(len(logs))
+    return {"n": len(logs), "mean": math.exp(mean), "low": math.exp(mean - half), "high": math.exp(mean + half)}
+
+
+# Student's t, 97.5th percentile, for 1..10 degrees of freedom (more: the 10's value, slightly wide).
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+def run_ingest(
+    env: dict[str, str], settings: Settings, dataset: Any, limit: int | None, repeats: int = 1
+) -> dict[str, Any]:
     """Produce the stream once into ``settings``' topics, then time every loop over it, one by one.
 
     ``env`` (the worker's environment on top of this process's) must describe ``settings``.
@@ -130,20 +156,34 @@ def run_ingest(env: dict[str, str], settings: Settings, dataset: Any, limit: int
     asyncio.run(ensure_topics(settings))
     report = asyncio.run(replay(settings, dataset, limit=limit, include_catalogue=False))
     total = report.interactions
-    rates = {
-        "raw-consume": asyncio.run(raw_loop(settings, total, same_work=False)),
-        "raw-same-work": asyncio.run(raw_loop(settings, total, same_work=True)),
-    }
+    rates = {"raw-consume": asyncio.run(raw_loop(settings, total, same_work=False))}
     rates["faust-empty-agent"] = faust_empty_agent(env, total, settings.state_dir / "empty-agent.rate")
-    rates["faust-worker"], stats = faust_worker(settings, env, total, settings.state_dir / "worker.log")
-    if stats["applied_interactions"] != total:
-        raise RuntimeError(f"the worker applied {stats['applied_interactions']:,} of {total:,} interactions")
+    same_work: list[float] = []
+    worker: list[float] = []
+    for repeat in range(repeats):
+        worker_env = {**env, "STREAMREC_APP_ID": f"{env['STREAMREC_APP_ID']}-w{repeat}",
+                      "STREAMREC_STATE_DIR": str(settings.state_dir / f"worker-{repeat}")}  # fmt: skip
+        order = ("raw", "worker") if repeat % 2 == 0 else ("worker", "raw")
+        for loop in order:
+            if loop == "raw":
+                same_work.append(asyncio.run(raw_loop(settings, total, same_work=True)))
+                continue
+            rate, stats = faust_worker(settings_from(worker_env), worker_env, total, settings.state_dir / "worker.log")
+            if stats["applied_interactions"] != total:
+                raise RuntimeError(f"the worker applied {stats['applied_interactions']:,} of {total:,} interactions")
+            worker.append(rate)
+    rates["raw-same-work"] = statistics.median(same_work)
+    rates["faust-worker"] = statistics.median(worker)
+    rates = {name: rates[name] for name in ("raw-consume", "raw-same-work", "faust-empty-agent", "faust-worker")}
     return {
         "events": total,
         "partitions": settings.topic_partitions,
         "events_per_s": rates,
-        # The worker's rate over each loop's, all measured in this run.
+        # The worker's rate over each loop's, all measured in this run (medians over the repeats).
         "worker_over": {name: rates["faust-worker"] / rate for name, rate in rates.items()},
+        "repeats": {"raw-same-work": same_work, "faust-worker": worker},
+        # The goal's ratio, paired repeat by repeat.
+        "worker_over_same_work": ratio_interval([w / r for w, r in zip(worker, same_work, strict=True)]),
     }
 
 
@@ -151,6 +191,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=None, help="interactions to replay (default: all 155,375)")
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=1, help="paired runs of raw-same-work and the worker")
     args = parser.parse_args()
 
     # Ingestion alone: training has its own benchmark (bench/quality.py).
@@ -160,7 +201,7 @@ def main() -> None:
     if broker:
         broker.start()
     try:
-        results = run_ingest(env, settings, load_ml100k(), args.events)
+        results = run_ingest(env, settings, load_ml100k(), args.events, args.repeats)
     finally:
         if broker:
             broker.stop()
@@ -171,6 +212,9 @@ def main() -> None:
     print(f"{'loop':<16}{'events/s':>12}{'faust / loop':>16}")
     for name, rate in results["events_per_s"].items():
         print(f"{name:<16}{rate:>12,.0f}{results['worker_over'][name]:>16.2f}")
+    paired = results["worker_over_same_work"]
+    print(f"worker / raw-same-work, paired over {paired['n']} repeats: {paired['mean']:.2f} "
+          f"(95% interval {paired['low']:.2f}..{paired['high']:.2f})")  # fmt: skip
     print(json.dumps(results))
 
 

@@ -541,13 +541,7 @@ class BatchConsumer(FaustAIOKafkaConsumer):
     # --- rebalance and commit ------------------------------------------------------------------
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         """Rule 4, before Faust's own revocation: stop, drop what was not started, finish, commit."""
-        self.stop_flow()
-        self._assignment += 1
-        for lane in self._lanes.values():
-            while not lane.queue.empty():
-                lane.queue.get_nowait()
-                self.stats.dropped_queued += 1
-        await self._wait_lanes_idle()
+        await self._end_assignment()
         try:
             await self.commit()
         except Exception as exc:  # noqa: BLE001 (a commit refused mid-rebalance: those offsets are read again)
@@ -557,14 +551,24 @@ class BatchConsumer(FaustAIOKafkaConsumer):
             self._handled.pop(tp, None)
         await super().on_partitions_revoked(revoked)
 
-    async def _wait_lanes_idle(self) -> None:
+    async def _end_assignment(self) -> None:
+        """No batch handed over from now on starts; the ones being handled finish."""
+        self.stop_flow()
+        self._assignment += 1
+        for lane in self._lanes.values():
+            while not lane.queue.empty():
+                lane.queue.get_nowait()
+                self.stats.dropped_queued += 1
         for lane in self._lanes.values():
             if lane.busy:
                 await lane.idle.wait()
 
     async def wait_empty(self) -> None:
-        """Faust waits here before a rebalance or shutdown completes: the batch being handled finishes too."""
-        await self._wait_lanes_idle()
+        """Faust waits here before a rebalance or shutdown completes (then commits): end the assignment first.
+
+        At shutdown this is what keeps a queued batch from starting after Faust has stopped the tables.
+        """
+        await self._end_assignment()
         await super().wait_empty()
 
     def _filter_tps_with_pending_acks(self, topics: Any = None) -> Iterator[TP]:
