@@ -271,6 +271,7 @@ class ConsumerStats:
     discarded_fetches: int = 0  # fetched while a seek ran or the flow was stopped: read again
     repositioned: int = 0  # partitions sought back to their next offset after a discarded fetch
     dropped_queued: int = 0  # batches not started when their assignment ended: read again
+    commits_failed: int = 0  # commits the broker did not take (e.g. while the group rebalanced): retried
     skipped_offsets: Counter[str] = field(default_factory=Counter)  # "topic:partition" -> offsets jumped
     unreadable_batches: Counter[str] = field(default_factory=Counter)
     unreadable_offsets: Counter[str] = field(default_factory=Counter)
@@ -282,6 +283,7 @@ class ConsumerStats:
             "discarded_fetches": self.discarded_fetches,
             "repositioned": self.repositioned,
             "dropped_queued": self.dropped_queued,
+            "commits_failed": self.commits_failed,
             "skipped_offsets": dict(self.skipped_offsets),
             "unreadable_batches": dict(self.unreadable_batches),
             "unreadable_offsets": dict(self.unreadable_offsets),
@@ -517,9 +519,8 @@ class BatchConsumer(FaustAIOKafkaConsumer):
                 self._read_offset.update(
                     {tp: offset if offset is not None and offset >= 0 else None for tp, offset in committed.items()}
                 )
-                self._committed_offset.update(
-                    {TP(tp.topic, tp.partition): offset or None for tp, offset in committed.items() if offset}
-                )
+                # Every partition, those without a commit too: what the broker has, not what Faust last tried.
+                self._committed_offset.update({tp: offset or None for tp, offset in committed.items()})
                 positions: dict[TP, int] = {}
                 missing = []
                 for tp in inputs:
@@ -579,6 +580,21 @@ class BatchConsumer(FaustAIOKafkaConsumer):
             committed = self._committed_offset.get(tp)
             if committed is None or handled > committed:
                 yield tp
+
+    async def _commit_offsets(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
+        """Faust's commit, except that a commit that failed is not recorded as made.
+
+        Faust records the offsets as committed whether or not the broker took them (a commit refused
+        while the group rebalances returns False); nothing newer was then handled, so nothing was
+        committed again and the group's offsets stayed behind what the worker had handled.
+        """
+        before = {tp: self._committed_offset.get(tp) for tp in offsets}
+        did_commit = await super()._commit_offsets(offsets, start_new_transaction=start_new_transaction)
+        if not did_commit:
+            self.stats.commits_failed += 1
+            for tp, offset in before.items():
+                self._committed_offset[tp] = offset  # retried at the next commit
+        return did_commit
 
     def _new_offset(self, tp: TP) -> int | None:
         if self.is_batch_tp(tp):

@@ -323,6 +323,31 @@ async def test_the_commit_is_the_offset_after_the_last_batch_handled():
 
 
 @in_a_loop
+async def test_a_commit_the_broker_refused_is_made_again_at_the_next_tick():
+    h = Harness()
+    await h.consumer.perform_seek()
+    await h.run(fetch(CLICKS_0, range(10, 13)))
+    refused = True
+
+    async def broker_commit(offsets: dict[Any, int]) -> bool:  # Faust's driver returns False on CommitFailedError
+        h.commits.append(dict(offsets))
+        return not refused
+
+    del h.consumer._commit_offsets  # the real one (Faust's, and ours around it) runs, around this broker
+    h.consumer._commit = broker_commit
+    h.consumer.app.producer.flush = _no_flush
+    assert await h.consumer.commit() is False
+    assert h.consumer._committed_offset[CLICKS_0] == 10 and h.consumer.stats.commits_failed == 1
+    refused = False
+    assert await h.consumer.commit() is True
+    assert h.commits == [{CLICKS_0: 13}, {CLICKS_0: 13}] and h.consumer._committed_offset[CLICKS_0] == 13
+
+
+async def _no_flush() -> None:
+    return None
+
+
+@in_a_loop
 async def test_revocation_drops_batches_not_started_waits_for_the_one_in_progress_and_commits_it():
     h = Harness(size=2)
     await h.consumer.perform_seek()
