@@ -178,7 +178,11 @@ class Worker(WorkerProcess):
         stats: dict[str, Any] = {}
         while time.monotonic() < deadline:
             assert self.alive(), f"worker exited:\n{self.log_tail()}"
-            status, stats = self.get("/stats?totals=1")
+            try:
+                status, stats = self.get("/stats?totals=1")
+            except urllib.error.URLError:  # it died between the check and the request: say why
+                assert self.alive(), f"worker exited:\n{self.log_tail()}"
+                raise
             if status == 200 and condition(stats):
                 return stats
             time.sleep(0.3)
