@@ -76,6 +76,15 @@ def remove_state(env: Mapping[str, str]) -> None:
     shutil.rmtree(env["STREAMREC_STATE_DIR"], ignore_errors=True)
 
 
+def to_train(replayed: int, stats: Mapping[str, Any]) -> int:
+    """Of ``replayed`` events, how many the worker trains on: not the dead letters, nor the duplicates
+    its event-id dedupe dropped. ``stats``: the worker's ``/stats`` (``dead_letters_total``), or a
+    progress point taken from it (``dead_letters``); a point recorded before either was kept has neither.
+    Waiting for all ``replayed`` to be trained would wait for ever on a replay with either."""
+    dead = stats["dead_letters_total"] if "dead_letters_total" in stats else stats.get("dead_letters", 0)
+    return replayed - stats.get("duplicates", 0) - dead
+
+
 def settings_from(env: Mapping[str, str]) -> Settings:
     """The settings a worker started with ``os.environ | env`` reads (this process's environment
     is left as it was)."""

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from bench.common import MODEL_NAMES, SLICE_NAMES
+from bench.common import MODEL_NAMES, SLICE_NAMES, to_train
 from models.evaluation import OVERALL
 
 
@@ -120,10 +120,11 @@ def latency(section: dict[str, Any], caption: Caption, path: Path) -> Path:
 
 
 def until_done(points: list[dict[str, Any]], total: int) -> list[dict[str, Any]]:
-    """``points`` up to the first one at which every one of ``total`` events was trained on: after
-    that the rates are zero and say nothing about throughput."""
+    """``points`` up to the first one at which every one of ``total`` events was trained on (but the
+    dead letters and duplicates, which never are): after that the rates are zero and say nothing
+    about throughput."""
     for index, point in enumerate(points):
-        if point["trained"] >= total:
+        if point["trained"] >= to_train(total, point):
             return points[: index + 1]
     return points
 

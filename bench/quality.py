@@ -33,7 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import MODEL_NAMES, bench_env, describe_machine, remove_state, settings_from  # noqa: E402
+from bench.common import MODEL_NAMES, bench_env, describe_machine, remove_state, settings_from, to_train  # noqa: E402
 from models.evaluation import COLD_USER, LONG_TAIL, OVERALL  # noqa: E402
 from stream.datasets import load_ml100k  # noqa: E402
 from stream.kafka_admin import ensure_topics, read_topic  # noqa: E402
@@ -55,10 +55,13 @@ def latencies(settings: Settings) -> np.ndarray:
 
 
 def progress_point(elapsed_s: float, stats: dict[str, Any]) -> dict[str, Any]:
-    """The worker's counters from ``/stats`` at ``elapsed_s`` after the replay started."""
+    """The worker's counters from ``/stats`` at ``elapsed_s`` after the replay started: where its
+    events went (applied, dead-lettered, dropped as duplicates) and how many it trained on."""
     return {
         "t": round(elapsed_s, 2),
         "applied": stats.get("applied_interactions", 0),
+        "dead_letters": stats.get("dead_letters_total", 0),
+        "duplicates": stats.get("duplicates", 0),
         "trained": stats.get("trained", 0),
     }
 
@@ -98,15 +101,16 @@ async def _sample(worker: WorkerProcess, path: str, point: Any, started: float, 
 
 
 async def _until_trained(worker: WorkerProcess, progress: list[dict[str, Any]], total: int, timeout_s: float) -> float:
-    """Wait until the sampled ``/stats`` show all ``total`` events trained; return when (seconds
-    after the replay started, as sampled). Raises with the log's tail if the worker exits."""
+    """Wait until the sampled ``/stats`` show every one of the ``total`` replayed events trained on
+    (but the dead letters and duplicates, which never are); return when (seconds after the replay
+    started, as sampled). Raises with the log's tail if the worker exits."""
     deadline = time.monotonic() + timeout_s
-    while not progress or progress[-1]["trained"] < total:
+    while not progress or progress[-1]["trained"] < to_train(total, progress[-1]):
         if not worker.alive():
             raise RuntimeError(f"worker exited:\n{worker.log_tail()}")
         if time.monotonic() > deadline:
-            trained = progress[-1]["trained"] if progress else 0
-            raise RuntimeError(f"worker trained {trained} of {total} in {timeout_s:.0f}s")
+            last = progress[-1] if progress else {"trained": 0}
+            raise RuntimeError(f"worker trained {last['trained']} of {to_train(total, last)} in {timeout_s:.0f}s")
         await asyncio.sleep(0.2)
     return progress[-1]["t"]
 
@@ -174,6 +178,10 @@ def run_service(
     augmented = sum(model.get("augmented_trained", {}).values())
     return {
         "events": report.interactions,
+        # Where the replayed events went, from the worker (this process: the bench's state is new).
+        "applied": stats["applied_interactions"],
+        "dead_letters": stats["dead_letters_total"],
+        "duplicates": stats["duplicates"],
         "replay_rate_target": rate,
         "replay_rate_achieved": report.events_per_s,
         "all_trained_after_s": trained_after_s,
@@ -242,7 +250,9 @@ def main() -> None:
     print("command: .venv/bin/python bench/quality.py " + " ".join(sys.argv[1:]))
     print(
         f"{figures['events']:,} interactions replayed at {figures['replay_rate_achieved']:,.0f} events/s "
-        f"(target {args.rate:,.0f}); all trained {figures['all_trained_after_s']:.0f}s after the replay started"
+        f"(target {args.rate:,.0f}) → {figures['applied']:,} applied + {figures['dead_letters']:,} dead letters + "
+        f"{figures['duplicates']:,} duplicates (dropped by the event-id dedupe); all trained "
+        f"{figures['all_trained_after_s']:.0f}s after the replay started"
     )
     print(f"{'model':<26}" + "".join(f"{h:>11}" for h in ("HR@10", "NDCG@10", "R@20")) * 3)
     print(f"{'':<26}{'overall':>33}{'cold users':>33}{'long tail':>33}")

@@ -190,14 +190,22 @@ def _backlog(s: dict[str, Any]) -> str:
     return f"The worker kept up with the replay ({trained:,.0f} samples/s trained, {replay:,.0f} events/s replayed)."
 
 
+def _accounting_text(s: dict[str, Any]) -> str:
+    """Where the replayed events went (runs recorded before the service section kept it say nothing)."""
+    if "applied" not in s:
+        return ""
+    return (f"{s['events']:,} events replayed: {s['applied']:,} applied to user state, {s['dead_letters']:,} "
+            f"dead letters, {s['duplicates']:,} duplicates (dropped by the event-id dedupe). ")  # fmt: skip
+
+
 def _training_text(s: dict[str, Any]) -> str:
     augmented = ", ".join(f"{k} {v:,}" for k, v in sorted(s["augmented_trained"].items())) or "none"
     return f"""Rates over a trailing window, from samples of the worker's `/stats` (every second) and
 `/model`. {s["trained"]:,} real samples trained at
 {s["samples_per_s_wall"]:,.0f}/s over the worker's wall clock (first to last batch) and
 {s["samples_per_s_in_step"]:,.0f}/s inside the training step; with augmented samples,
-{s["all_samples_per_s_wall"]:,.0f}/s. Every event was trained on {s["all_trained_after_s"]:.0f} s after the
-replay started. Augmented samples trained, by kind: {augmented}."""
+{s["all_samples_per_s_wall"]:,.0f}/s. {_accounting_text(s)}Every event to train on was trained on
+{s["all_trained_after_s"]:.0f} s after the replay started. Augmented samples trained, by kind: {augmented}."""
 
 
 def _ablation_text(s: dict[str, Any]) -> str:

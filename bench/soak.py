@@ -12,7 +12,8 @@ vocabulary and replay buffer should hold flat).
 Every ``--every-s`` seconds it samples, from the outside:
 
 * resident memory (VmRSS from /proc) of the worker and, apart, of its children (the baselines);
-* the training backlog: events produced minus events the worker has trained on (``/stats``);
+* the training backlog: events produced minus events the worker has trained on, dead-lettered or
+  dropped as duplicates by its event-id dedupe (``/stats``);
 * the consumer lag: the worker's own ``streamrec_consumer_lag`` on ``/metrics`` (log end minus
   committed offset, summed over partitions).
 
@@ -40,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 import orjson  # noqa: E402
 
-from bench.common import bench_env  # noqa: E402
+from bench.common import bench_env, to_train  # noqa: E402
 from stream.datasets import load_ml100k  # noqa: E402
 from stream.kafka_admin import ensure_topics, start_client  # noqa: E402
 from stream.kafka_local import LocalKafka  # noqa: E402
@@ -54,7 +55,7 @@ class Sample:
     t_s: float  # since the replay started
     produced: int
     trained: int
-    backlog: int  # produced - trained
+    backlog: int  # produced - trained - dead letters - duplicates: what the worker has yet to handle
     consumer_lag: int
     rss_mb: float  # the worker process
     children_rss_mb: float  # its child processes (the baselines)
@@ -170,10 +171,12 @@ def main() -> None:
                 raise RuntimeError(f"the worker died:\n{worker.log_tail()}")
             assert worker.process is not None
             pid = worker.process.pid
-            trained = worker.get_json("/stats")[1].get("trained", 0)
+            stats = worker.get_json("/stats")[1]
+            trained = stats.get("trained", 0)
             samples.append(
                 Sample(
-                    round(time.monotonic() - started, 1), producer.produced, trained, producer.produced - trained,
+                    round(time.monotonic() - started, 1), producer.produced, trained,
+                    to_train(producer.produced, stats) - trained,
                     consumer_lag(worker.web_url), round(rss_mb(pid), 1),
                     round(sum(rss_mb(c) for c in children_of(pid)), 1),
                 )

@@ -20,8 +20,9 @@ probe and a scraper must reach them) answers 401 unless the request carries
 ``Authorization: Bearer <token>``.
 
 Bad parameters get 400 with a message; unknown ids get 404. Routes keyed by user (or catalogue
-item) are forwarded to the worker that owns the key's partition (:func:`owner_route`), so any
-worker answers for any user; while the group has not assigned that partition yet, 503.
+item) are forwarded to the worker that owns the key's partition (:func:`owner_route`; the partition
+``STREAMREC_PARTITIONER`` maps the key to, where its state lives), so any worker answers for any
+user; while the group has not assigned that partition yet, 503.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from __future__ import annotations
 import functools
 import hmac
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 import faust
@@ -40,7 +41,7 @@ from yarl import URL
 
 from models.serving import parse_k, recommend_for
 from stream.augment import StreamAugmenter
-from stream.ingest import IngestStats, partition_for_key
+from stream.ingest import IngestStats, Partitioner, partition_for_key
 from stream.learner import Learner
 from stream.metrics import (
     GpuCollector,
@@ -48,6 +49,7 @@ from stream.metrics import (
     HttpStats,
     StreamWorkerCollector,
     consumer_lag,
+    consumer_stats,
     exposition,
     registry_with,
 )
@@ -80,28 +82,32 @@ def bearer_token_required(token: str) -> Callable[..., Awaitable[web.StreamRespo
     return check
 
 
-def owner_route(app: faust.App, table: faust.Table, match_info: str) -> Callable[..., Any]:
+def owners_of(metadata: Mapping[str, Mapping[str, Collection[int]]], changelog: str, partition: int) -> list[str]:
+    """The workers (web URLs) that hold ``partition`` of a table, from Faust's table metadata."""
+    return [url for url, topics in metadata.items() if partition in topics.get(changelog, ())]
+
+
+def owner_route(
+    app: faust.App, table: faust.Table, match_info: str, partitioner: Partitioner = "murmur2"
+) -> Callable[..., Any]:
     """Decorate a view method to run on the worker that owns ``match_info``'s partition of ``table``.
 
     Faust's own ``table_route`` finds the partition by hashing the key as the changelog serialises
     it (JSON, ``"u38"``), but a table's partition is its *source* partition, which producers pick
     by hashing the raw key (``u38``): the two disagree for most keys, so with several workers a
-    request landed on a worker without the user and answered 404. This hashes the raw key, as
-    every Kafka client's default partitioner and :func:`stream.ingest.partition_for_key` do, then
-    forwards through Faust's router (the request's headers, the bearer token included, go along).
+    request landed on a worker without the user and answered 404. This hashes the raw key with
+    the producers' partitioner (``STREAMREC_PARTITIONER``, :func:`stream.ingest.partition_for_key`:
+    the partition the ingestion keeps the key's state in), then forwards through Faust's router
+    (the request's headers, the bearer token included, go along).
     """
 
     def decorator(handler: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
         @functools.wraps(handler)
         async def routed(view: View, request: Request, **kwargs: Any) -> Response:
             key = request.match_info[match_info]
-            partition = partition_for_key(key, table.partitions or app.conf.topic_partitions)
+            partition = partition_for_key(key, table.partitions or app.conf.topic_partitions, partitioner)
             changelog = table.changelog_topic.get_topic_name()
-            owners = [
-                url
-                for url, topics in app.router.table_metadata(table.name).items()
-                if partition in topics.get(changelog, ())
-            ]
+            owners = owners_of(app.router.table_metadata(table.name), changelog, partition)
             if not owners:
                 return view.json({"error": f"partition {partition} is not assigned yet; retry shortly"}, status=503)
             try:
@@ -136,7 +142,15 @@ def register_views(
     http = HttpStats()
     app.sensors.add(HttpSensor(http))
     topics = (*settings.interaction_topics, settings.topic_catalogue)
-    collector = StreamWorkerCollector(stats, learner, publisher, augmenter, http, lag=lambda: consumer_lag(app, topics))
+    collector = StreamWorkerCollector(
+        stats,
+        learner,
+        publisher,
+        augmenter,
+        http,
+        lag=lambda: consumer_lag(app, topics),
+        consumer=lambda: consumer_stats(app),
+    )
     registry = registry_with(collector, GpuCollector())
 
     @app.page("/metrics")
@@ -158,6 +172,9 @@ def register_views(
             # The input partitions this worker owns now (how the consumer group spread them).
             owned = [tp for tp in app.consumer.assignment() if tp.topic in settings.interaction_topics]
             body["assigned"] = sorted(f"{tp.topic}:{tp.partition}" for tp in owned)
+            consumer = consumer_stats(app)
+            if consumer is not None:
+                body["consumer"] = consumer.as_dict()
             if learner is not None:
                 body["trained"] = learner.stats.trained
                 body["model_version"] = learner.model.version
@@ -168,8 +185,8 @@ def register_views(
                 body["user_state_events_total"] = sum(state["events"] for state in user_state.values() if state)
             return self.json(body)
 
-    _register_entity_view(app, user_state, "users", "user_id")
-    _register_entity_view(app, catalogue, "items", "item_id")
+    _register_entity_view(app, user_state, "users", "user_id", settings.partitioner)
+    _register_entity_view(app, catalogue, "items", "item_id", settings.partitioner)
     if learner is None:
         return
     guarded = learner.guarded
@@ -179,7 +196,7 @@ def register_views(
         return [(item, trending.score(item, now_s)) for item in trending.top(k, exclude)]
 
     class Recommend(View):
-        @owner_route(app, user_state, "user_id")
+        @owner_route(app, user_state, "user_id", settings.partitioner)
         async def get(self, request: Request, user_id: str) -> Response:
             try:
                 k = parse_k(request.query.get("k"))
@@ -274,11 +291,13 @@ def register_views(
             return self.json({"published": sent, "model_version": guarded.model.version})
 
 
-def _register_entity_view(app: faust.App, table: faust.Table, plural: str, id_field: str) -> None:
+def _register_entity_view(
+    app: faust.App, table: faust.Table, plural: str, id_field: str, partitioner: Partitioner = "murmur2"
+) -> None:
     """``GET /<plural>/{id}``: one table entry, routed to the worker that owns its partition."""
 
     class EntityView(View):
-        @owner_route(app, table, id_field)
+        @owner_route(app, table, id_field, partitioner)
         async def get(self, request: Request, **match: str) -> Response:
             entity_id = match[id_field]
             entry = table.get(entity_id)

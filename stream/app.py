@@ -135,6 +135,7 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
         dedupe_window=settings.dedupe_window,
         max_dead_letter_bytes=settings.dead_letter_max_bytes,
         stats=stats,
+        partitioner=settings.partitioner,
     )
     publisher = None
     augmenter = None

@@ -247,17 +247,34 @@ def replay_cmd(no_catalogue: bool, **kw) -> None:
 @main.command("demo")
 @_dataset_options
 @click.option("--keep-running", is_flag=True, help="Leave the broker and worker running after the replay.")
+@click.option(
+    "--continue",
+    "continue_run",
+    is_flag=True,
+    help="Replay the last run again, with its event ids and times: what it applied is dropped as duplicates, "
+    "the rest is applied (finishes an interrupted run). Without it, every run is new events.",
+)
 @_kafka_errors
-def demo_cmd(keep_running: bool, **kw) -> None:
-    """Start the local broker and a stream worker, replay a dataset live, check nothing was lost."""
-    from stream.demo import run_demo
+def demo_cmd(keep_running: bool, continue_run: bool, **kw) -> None:
+    """Start the local broker and a stream worker, replay a dataset live, check nothing was lost.
+
+    Each run stamps its event ids with a run id and moves the dataset's times past the newest event
+    already on the topics: run again in the same state directory, it adds new events by the same users.
+    """
+    from stream.demo import NoRunToContinue, run_demo
 
     if kw["dataset"] is None and kw["csv_path"] is None:
         kw["dataset"] = "ml-100k"
     settings = _settings()
     dataset = _load_dataset(kw)
     try:
-        ok = asyncio.run(run_demo(settings, dataset, _pacing(kw), limit=kw["limit"], keep_running=keep_running))
+        ok = asyncio.run(
+            run_demo(
+                settings, dataset, _pacing(kw), limit=kw["limit"], keep_running=keep_running, continue_run=continue_run
+            )
+        )
+    except NoRunToContinue as exc:
+        raise click.UsageError(str(exc)) from None
     except RuntimeError as exc:  # the worker failed to start; the message carries its log tail
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:

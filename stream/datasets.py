@@ -41,6 +41,13 @@ class Dataset:
                 event["context"] = {"rating": event.pop("rating")}
             yield event
 
+    def time_range(self, limit: int | None = None, min_ms: int = 0) -> tuple[int, int] | None:
+        """First and last event time (epoch ms) of the first ``limit`` interactions, counting only
+        integer times from ``min_ms`` on (what the worker accepts); None if there are none."""
+        times = pd.to_numeric(self.interactions["ts"].iloc[:limit], errors="coerce")
+        valid = times[(times >= min_ms) & (times == times.round())]
+        return None if valid.empty else (int(valid.min()), int(valid.max()))
+
 
 def movielens_100k_dir() -> Path:
     spec = importlib.util.find_spec("recbole")

@@ -75,8 +75,15 @@ class Settings(BaseSettings):
     dedupe_window: int = Field(
         default=200, ge=0, description="Newest event_ids kept per user to drop events sent twice (0: off)."
     )
-    batch_size: int = Field(default=1000, ge=1, description="Micro-batch size for agents.")
-    batch_within_s: float = Field(default=0.2, gt=0, description="Max wait to fill a batch.")
+    partitioner: Literal["murmur2", "crc32"] = Field(
+        default="murmur2",
+        description="How the producers map keys to partitions: murmur2 (Java, aiokafka, Faust; librdkafka's "
+        "murmur2_random) or crc32 (librdkafka's default consistent_random: kcat, confluent-kafka, Go, .NET). Records "
+        "elsewhere are forwarded to their home; HTTP routes by key follow it. Choose before the first start.",
+    )
+    batch_size: int = Field(
+        default=1000, ge=1, description="Most records per batch handed to an agent (a larger fetch is split)."
+    )
     max_poll_records: int = Field(default=5000, ge=1, description="Records per fetch from Kafka.")
     stream_buffer_maxsize: int = Field(default=20000, ge=1, description="Faust's per-stream buffer.")
     processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(

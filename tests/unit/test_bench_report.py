@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from bench.common import to_train
 from bench.plots import hit_rate_interval, trailing_rates, until_done, windowed_means
 from bench.report import FIGURES, render, write_report
 from stream.cli import main
@@ -190,6 +191,29 @@ def test_training_curve_stops_once_every_event_is_trained() -> None:
     points = [{"t": t, "trained": n} for t, n in ((0, 0), (1, 50), (2, 100), (3, 100), (4, 100))]
     assert [p["t"] for p in until_done(points, 100)] == [0, 1, 2]
     assert until_done(points, 1000) == points
+
+
+def test_training_curve_counts_dead_letters_and_duplicates_as_done() -> None:
+    # 100 replayed: 10 dead letters and 20 duplicates are never trained on, so 70 trained is all of it.
+    points = [{"t": t, "trained": n, "dead_letters": 10, "duplicates": 20} for t, n in ((0, 0), (1, 70), (2, 70))]
+    assert [p["t"] for p in until_done(points, 100)] == [0, 1]
+    assert to_train(100, points[0]) == 70
+    # The worker's own /stats: dead_letters is by reason there, the total is dead_letters_total.
+    assert to_train(100, {"dead_letters": {"malformed_json": 10}, "dead_letters_total": 10, "duplicates": 5}) == 85
+    assert to_train(100, {"trained": 3}) == 100  # a point recorded before either was kept
+
+
+def test_the_report_says_where_the_replayed_events_went(tmp_path: Path) -> None:
+    figures = results()
+    figures["service"] |= {"applied": 1_470, "dead_letters": 10, "duplicates": 20}
+    prose = " ".join(write_report(figures, tmp_path).read_text().split())
+    assert (
+        "1,500 events replayed: 1,470 applied to user state, 10 dead letters, 20 duplicates (dropped by the "
+        "event-id dedupe). Every event to train on was trained on 12 s after the replay started." in prose
+    )
+    del figures["service"]["applied"]  # results.json of a run before it was kept
+    prose = " ".join(write_report(figures, tmp_path).read_text().split())
+    assert "events replayed:" not in prose and "Every event to train on was trained on 12 s" in prose
 
 
 def test_report_has_every_section_figure_and_caption(tmp_path: Path) -> None:

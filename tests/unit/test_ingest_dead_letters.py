@@ -42,13 +42,24 @@ class Event:
 
 @dataclass
 class Producer:
-    """Records as sent, refusing what aiokafka refuses: neither key nor value."""
+    """Records as sent (Faust's ``Topic.send`` keywords), refusing what aiokafka refuses: neither key nor value."""
 
     sent: list[dict[str, Any]] = field(default_factory=list)
 
-    async def send(self, *, key: bytes | None, value: bytes | None, headers: Any = None) -> asyncio.Future[None]:
+    async def send(
+        self,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Any = None,
+        partition: int | None = None,
+        timestamp: float | None = None,
+    ) -> asyncio.Future[None]:
         assert not (value is None and key is None), "Need at least one: key or value"  # aiokafka's own check
-        self.sent.append({"key": key, "value": value, "headers": list(headers or [])})
+        record = {"key": key, "value": value, "headers": list(headers or [])}
+        if partition is not None or timestamp is not None:
+            record |= {"partition": partition, "timestamp": timestamp}
+        self.sent.append(record)
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done

@@ -1,5 +1,13 @@
+import pytest
+
 from stream.contract import Interaction
-from stream.user_state import apply_interactions, event_time_order, history_items, seen_items
+from stream.user_state import (
+    SKIPPED_RUNS_KEPT,
+    apply_interactions,
+    event_time_order,
+    history_items,
+    seen_items,
+)
 
 
 def ev(ts: int, item: str, kind: str = "click") -> Interaction:
@@ -126,6 +134,9 @@ def test_an_event_sent_twice_is_applied_once_even_at_a_new_offset():
     assert [c.duplicate for c in contexts] == [True, False]
     assert state["events"] == 3 and [e[1] for e in state["recent"]] == ["a", "b", "c"]
     assert state["applied"] == {"c": 3}  # the duplicate's offset is handled too: re-reading it is a redelivery
+    # ... and, read again (the learner's rewind), it is still no event to train on; the original is
+    _, contexts = apply(state, [first, resent], positions=[("c", 0), ("c", 2)], dedupe_window=5)
+    assert [(c.redelivered, c.duplicate) for c in contexts] == [(True, False), (True, True)]
     # within one batch as well
     state, contexts = apply(None, [ev(1, "x"), ev(1, "x")], dedupe_window=5)
     assert [c.duplicate for c in contexts] == [False, True] and state["events"] == 1
@@ -145,3 +156,135 @@ def test_without_a_window_ids_are_not_kept_and_states_from_before_the_window_loa
     old = {k: v for k, v in state.items() if k != "ids"}  # written by a version without the window
     again, contexts = apply(old, [ev(1, "a")], dedupe_window=4)
     assert not contexts[0].duplicate and len(again["ids"]) == 1
+
+
+# --- forwarded copies (stream/ingest.py forwards misrouted records; see "Why forwarded") ------------------
+def forwarded_user(events: int, source_partition: int = 2) -> tuple[dict, list[tuple[str, int]], list[tuple]]:
+    """A user whose ``events`` events all came as forwarded copies from one source partition of "clicks".
+
+    Copy k sits at offset 1000 + k of the home partition and was made from offset 10 * k of the source.
+    """
+    state, _ = apply(
+        None,
+        [ev(t, f"i{t}") for t in range(events)],
+        positions=[("clicks", 1000 + k) for k in range(events)],
+        sources=[("clicks", source_partition, 10 * k) for k in range(events)],
+    )
+    return state
+
+
+def test_a_copy_forwarded_again_is_neither_applied_nor_trained_at_any_distance():
+    """After a crash the source is forwarded again: each copy arrives behind everything applied since.
+
+    For a heavy user that is thousands of its events later: far outside any event-id window (here
+    the window is on, 200 ids, and the copy comes 10,000 events later), but its source offset is
+    below the highest one applied from that source partition, so it is recognised.
+    """
+    state = forwarded_user(10_001)
+    assert state["events"] == 10_001 and state["forwarded"] == {"clicks:2": 100_000}
+    again = [ev(0, "i0"), ev(5000, "i5000"), ev(10_000, "i10000")]  # copies of source offsets 0, 50,000 and 100,000
+    after, contexts = apply(
+        state,
+        again,
+        positions=[("clicks", 20_000 + k) for k in range(3)],
+        sources=[("clicks", 2, 0), ("clicks", 2, 50_000), ("clicks", 2, 100_000)],
+        dedupe_window=200,
+    )
+    assert [(c.duplicate, c.forwarded_again, c.redelivered) for c in contexts] == [(True, True, False)] * 3
+    assert after["events"] == 10_001 and after["recent"] == state["recent"]
+    assert after["applied"] == {"clicks": 20_002}  # their offsets are handled: read again, they are redeliveries
+    assert after["forwarded"] == {"clicks:2": 100_000}
+    # the next record of that source is new, wherever it lands
+    newer, contexts = apply(
+        after, [ev(10_001, "new")], positions=[("clicks", 20_003)], sources=[("clicks", 2, 100_001)], dedupe_window=200
+    )
+    assert not contexts[0].duplicate and newer["events"] == 10_002 and newer["forwarded"] == {"clicks:2": 100_001}
+
+
+def test_forwarded_sources_are_kept_per_source_partition_and_topic():
+    """One entry per source partition: state stays bounded however many copies arrive."""
+    state = forwarded_user(3, source_partition=2)
+    # a copy from another partition of the same topic, and one from another topic, both at lower offsets
+    after, contexts = apply(
+        state,
+        [ev(10, "x"), ev(11, "y", "purchase")],
+        positions=[("clicks", 1003), ("purchases", 4)],
+        sources=[("clicks", 0, 5), ("purchases", 2, 5)],
+    )
+    assert not any(c.duplicate for c in contexts) and after["events"] == 5
+    assert after["forwarded"] == {"clicks:2": 20, "clicks:0": 5, "purchases:2": 5}
+    # a record that came straight from its producer (no source) is not compared with them
+    plain, contexts = apply(after, [ev(12, "z")], positions=[("clicks", 1004)], sources=[None])
+    assert not contexts[0].duplicate and plain["forwarded"] == after["forwarded"]
+
+
+def test_the_lower_offset_is_the_copy_applied_whatever_order_the_batch_is_applied_in():
+    """A batch is applied in event-time order; which copy counts is decided in offset order."""
+    first, second = ev(10, "a"), ev(10, "a")
+    state, contexts = apply(
+        None,
+        [second, first],  # the later copy listed first
+        positions=[("clicks", 8), ("clicks", 5)],
+        sources=[("clicks", 1, 3), ("clicks", 1, 3)],
+    )
+    assert [(c.forwarded_again, c.duplicate) for c in contexts] == [(True, True), (False, False)]
+    assert state["events"] == 1 and state["skipped"] == {"clicks": [[8, 8]]}
+
+
+def test_a_rewind_trains_the_first_copy_again_but_never_a_copy_forwarded_again():
+    """The learner's rewind re-reads the home partition from its checkpoint: first copies and re-forwarded ones.
+
+    Every record re-read is a redelivery (its offset is handled); a first copy is handed back for
+    training (the model may have lost it), a copy that was not applied the first time is not,
+    even after a second crash has moved the state on (new copies applied after the skipped run).
+    """
+    state = forwarded_user(4)  # copies of source offsets 0, 10, 20, 30 at home offsets 1000..1003
+    # crash: the source is forwarded again from offset 10: copies at 1004..1006, then a new record at 1007
+    state, contexts = apply(
+        state,
+        [ev(1, "i1"), ev(2, "i2"), ev(3, "i3"), ev(4, "new")],
+        positions=[("clicks", 1004 + k) for k in range(4)],
+        sources=[("clicks", 2, 10), ("clicks", 2, 20), ("clicks", 2, 30), ("clicks", 2, 40)],
+    )
+    assert [c.forwarded_again for c in contexts] == [True, True, True, False]
+    assert state["skipped"] == {"clicks": [[1004, 1006]]} and state["events"] == 5
+    # a second crash; the rewind reads the home partition again from 1002
+    rewind = list(range(1002, 1008))
+    items = {1002: "i2", 1003: "i3", 1004: "i1", 1005: "i2", 1006: "i3", 1007: "new"}
+    ts = {1002: 2, 1003: 3, 1004: 1, 1005: 2, 1006: 3, 1007: 4}
+    again, contexts = apply(
+        state,
+        [ev(ts[o], items[o]) for o in rewind],
+        positions=[("clicks", o) for o in rewind],
+        sources=[("clicks", 2, s) for s in (20, 30, 10, 20, 30, 40)],
+    )
+    assert all(c.redelivered for c in contexts)
+    trained = [o for o, c in zip(rewind, contexts, strict=True) if not c.duplicate]
+    assert trained == [1002, 1003, 1007]  # each source record once: 20, 30 and 40
+    assert again == state  # a re-read changes nothing
+
+
+def test_runs_of_skipped_offsets_merge_and_only_the_newest_are_kept():
+    state = forwarded_user(2)  # source offsets 0 and 10
+    offset = 1002
+    for run in range(SKIPPED_RUNS_KEPT + 2):
+        # two copies forwarded again (a crash), then one new record: each crash leaves one run of two offsets
+        state, contexts = apply(
+            state,
+            [ev(0, "i0"), ev(1, "i1"), ev(100 + run, f"n{run}")],
+            positions=[("clicks", offset), ("clicks", offset + 1), ("clicks", offset + 2)],
+            sources=[("clicks", 2, 0), ("clicks", 2, 10), ("clicks", 2, 100 + run)],
+        )
+        assert [c.forwarded_again for c in contexts] == [True, True, False]
+        offset += 3
+    runs = state["skipped"]["clicks"]
+    assert len(runs) == SKIPPED_RUNS_KEPT and runs[-1] == [offset - 3, offset - 2]
+    assert runs[0] == [1002 + 3 * 2, 1002 + 3 * 2 + 1]  # the two oldest runs are gone
+
+
+@pytest.mark.parametrize("missing", [("forwarded", "skipped"), ("ids", "forwarded", "skipped")])
+def test_states_written_before_forwarding_was_idempotent_load(missing):
+    state, _ = apply(None, [ev(1, "a")], positions=[("c", 0)])
+    old = {k: v for k, v in state.items() if k not in missing}
+    again, contexts = apply(old, [ev(2, "b")], positions=[("c", 1)], sources=[("c", 3, 7)], dedupe_window=4)
+    assert not contexts[0].duplicate and again["events"] == 2 and again["forwarded"] == {"c:3": 7}
