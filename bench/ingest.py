@@ -6,9 +6,10 @@ One run, side by side: the ML-100K stream (clicks + purchases) is produced once 
 topics, then read three times from the beginning:
 
 1. ``raw-consume``: an aiokafka consumer loop that only counts records (the ceiling);
-2. ``raw-same-work``: the same loop doing the agent's per-event work in plain Python
-   (validation, grouping by user, event-time order, the user-state update with the event-id
-   dedupe the worker runs, in a dict): what ingestion costs without Faust, tables or commits;
+2. ``raw-same-work``: the same loop doing the agent's per-event work in plain Python, on the
+   worker's batches (a fetch cut into ``STREAMREC_BATCH_SIZE`` records): validation, grouping by
+   user, event-time order, the user-state update with the event-id dedupe the worker runs, in a
+   dict: what ingestion costs without Faust, tables, changelogs or commits;
 3. ``faust-empty-agent``: a Faust agent that only counts (``bench/faust_empty_agent.py``): the
    framework's own ceiling on this machine;
 4. ``faust-worker``: a real ``streamrec worker stream`` process (tables with changelogs,
@@ -58,7 +59,7 @@ async def raw_loop(settings: Settings, total: int, same_work: bool) -> float:
         *settings.interaction_topics,
         group_id=f"bench-raw-{uuid.uuid4().hex[:8]}",
         auto_offset_reset="earliest",
-        max_poll_records=2000,
+        max_poll_records=settings.max_poll_records,
     )
     await consumer.start()
     limits = Limits.from_settings(settings)
@@ -67,16 +68,18 @@ async def raw_loop(settings: Settings, total: int, same_work: bool) -> float:
     started = None
     try:
         while seen < total:
-            batches = await consumer.getmany(timeout_ms=1000, max_records=2000)
-            if started is None and batches:
+            fetched = await consumer.getmany(timeout_ms=1000, max_records=settings.max_poll_records)
+            if started is None and fetched:
                 started = time.perf_counter()
-            for records in batches.values():
-                seen += len(records)
-                if not same_work:
-                    continue
+            records = [record for batch in fetched.values() for record in batch]
+            seen += len(records)
+            if not same_work:
+                continue
+            # The worker's batches: a fetch cut into batches of STREAMREC_BATCH_SIZE, grouped by user.
+            for start in range(0, len(records), settings.batch_size):
                 now_ms = int(time.time() * 1000)
                 groups: dict[str, list] = {}
-                for record in records:
+                for record in records[start : start + settings.batch_size]:
                     try:
                         event = parse_interaction(record.value, limits, now_ms)
                     except InvalidEvent:
