@@ -26,7 +26,7 @@ app = faust.App(
     datadir=str(settings.state_dir / "empty-agent"),
     consumer_auto_offset_reset="earliest",
     broker_max_poll_records=settings.max_poll_records,
-    stream_buffer_maxsize=settings.stream_buffer_maxsize,
+    stream_buffer_maxsize=20000,  # Faust's per-stream buffer (the worker has no Faust streams)
 )
 topic = app.topic(*settings.interaction_topics, key_serializer="raw", value_serializer="raw")
 seen = {"n": 0, "t0": 0.0}

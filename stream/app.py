@@ -27,7 +27,6 @@ from stream.augment import StreamAugmenter
 from stream.consumer import Batch, InputRoutes, Route
 from stream.consumer import install as install_consumer
 from stream.contract import Limits
-from stream.dead_letters import unreadable_batch_letter
 from stream.ingest import Ingestor, IngestStats, TrainingEvent
 from stream.kafka_security import faust_credentials
 from stream.learner import Learner
@@ -90,7 +89,6 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
         producer_max_request_size=settings.dead_letter_max_bytes,
         broker_session_timeout=settings.broker_session_timeout_s,
         broker_heartbeat_interval=min(3.0, settings.broker_session_timeout_s / 3),
-        stream_buffer_maxsize=settings.stream_buffer_maxsize,
         web_enabled=True,
         web_host=settings.web_host,
         web_port=settings.web_port,
@@ -189,8 +187,7 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
 
     async def ingest_interactions(batch: Batch) -> None:
         nonlocal training
-        await _dead_letter_unreadable(dead_letters.send, batch)
-        training_events = await ingestor.interactions(batch.records)
+        training_events = await ingestor.interactions(batch.records, batch.unreadable)
         if learner is None:
             return
         # One step in flight: batch n trains (in a thread) while batch n+1 is ingested. Steps stay
@@ -200,8 +197,7 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
         training = asyncio.ensure_future(train_and_publish(training_events, batch.ranges))
 
     async def ingest_catalogue(batch: Batch) -> None:
-        await _dead_letter_unreadable(dead_letters.send, batch)
-        items = await ingestor.catalogue_items(batch.records)
+        items = await ingestor.catalogue_items(batch.records, batch.unreadable)
         if augmenter is not None:
             augmenter.note_items(items)
 
@@ -214,9 +210,7 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
         # After the seek to the committed offsets, the learner seeks back to what it has trained on.
         after_seek=learner.rewind if learner is not None else None,
     )
-    install_consumer(app, routes)
-    for topic in (interactions, catalogue_topic):
-        app.topics.add(topic)  # subscribed, and the tables co-partitioned with them, as an agent's topics are
+    install_consumer(app, routes, (interactions, catalogue_topic))
 
     for route in routes.routes:
         _serve(app, route.name)
@@ -234,16 +228,6 @@ def _serve(app: faust.App, name: str) -> None:
 
     serve.__name__ = serve.__qualname__ = f"serve_{name}"
     app.task(serve)
-
-
-async def _dead_letter_unreadable(send: Any, batch: Batch) -> None:
-    """One marker dead letter per record batch the consumer could not decode, confirmed before the batch counts."""
-    pending = []
-    for marker in batch.unreadable:
-        key, value, headers = unreadable_batch_letter(marker, int(time.time() * 1000))
-        pending.append(await send(key=key, value=value, headers=headers))
-    for fut in pending:
-        await fut
 
 
 def _note_moved(learner: Learner, publisher: EmbeddingPublisher, events: Sequence[TrainingEvent]) -> None:

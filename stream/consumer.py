@@ -49,8 +49,8 @@ import functools
 import logging
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from aiokafka.consumer.fetcher import FetchResult, PartitionRecords
@@ -277,17 +277,7 @@ class ConsumerStats:
     unreadable_offsets: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "batches": self.batches,
-            "records": self.records,
-            "discarded_fetches": self.discarded_fetches,
-            "repositioned": self.repositioned,
-            "dropped_queued": self.dropped_queued,
-            "commits_failed": self.commits_failed,
-            "skipped_offsets": dict(self.skipped_offsets),
-            "unreadable_batches": dict(self.unreadable_batches),
-            "unreadable_offsets": dict(self.unreadable_offsets),
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -310,12 +300,11 @@ class InputRoutes:
 
 
 class _Lane:
-    """One route's bounded queue of batches and whether its handler is busy."""
+    """One route's bounded queue of batches, and an event set while its handler is not in a batch."""
 
     def __init__(self, route: Route, max_batches: int) -> None:
         self.route = route
         self.queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=max_batches)
-        self.busy = False
         self.idle = asyncio.Event()
         self.idle.set()
 
@@ -354,14 +343,12 @@ class BatchConsumer(FaustAIOKafkaConsumer):
             if batch.assignment != self._assignment:
                 self.stats.dropped_queued += 1
                 continue
-            lane.busy = True
             lane.idle.clear()
             try:
                 await lane.route.handler(batch)
                 # Noted even if a revocation began meanwhile: it waits for this batch, then commits it.
                 self._note_handled(batch)
             finally:
-                lane.busy = False
                 lane.idle.set()
 
     def _note_handled(self, batch: Batch) -> None:
@@ -410,6 +397,8 @@ class BatchConsumer(FaustAIOKafkaConsumer):
                     for chunk in batches_from(fetched, assignment, self.routes.max_batch_records):
                         self.stats.batches += 1
                         self.stats.records += len(chunk.records)
+                        for marker in chunk.unreadable:
+                            self._note_unreadable(marker)
                         await lane.queue.put(chunk)  # bounded: a slow handler slows the fetching
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -436,19 +425,18 @@ class BatchConsumer(FaustAIOKafkaConsumer):
         first = _first_offset(items[0])
         if first > expected:
             self.stats.skipped_offsets[f"{tp.topic}:{tp.partition}"] += first - expected
-        for item in items:
-            if isinstance(item, UnreadableBatch):
-                key = f"{tp.topic}:{tp.partition}"
-                self.stats.unreadable_batches[key] += 1
-                self.stats.unreadable_offsets[key] += item.end - item.first
-                log.error(
-                    "cannot decode the record batch at %s:%d offsets %d..%d (%s): it is dead-lettered as a "
-                    "marker and skipped",
-                    tp.topic, tp.partition, item.first, item.end - 1, item.error,
-                )  # fmt: skip
         last = items[-1]
         self._next[tp] = last.end if isinstance(last, UnreadableBatch) else last.offset + 1
         return items
+
+    def _note_unreadable(self, marker: UnreadableBatch) -> None:
+        key = f"{marker.topic}:{marker.partition}"
+        self.stats.unreadable_batches[key] += 1
+        self.stats.unreadable_offsets[key] += marker.end - marker.first
+        log.error(
+            "cannot decode the record batch at %s offsets %d..%d (%s): it is dead-lettered as a marker and skipped",
+            key, marker.first, marker.end - 1, marker.error,
+        )  # fmt: skip
 
     async def _deliver_one_by_one(self, tp: TP, items: list[Any], active: set[TP] | None) -> None:
         """Faust's own path, for changelog and standby partitions (see Faust's ``getmany``/``_drain_messages``)."""
@@ -498,7 +486,6 @@ class BatchConsumer(FaustAIOKafkaConsumer):
         try:
             # In the consumer's thread, as one call: aiokafka's seek is not thread-safe.
             await self.seek_wait(dict(positions))
-            self._read_offset.update(positions)
             self._next.update(positions)
         finally:
             self._seeking.difference_update(tps)
@@ -561,8 +548,7 @@ class BatchConsumer(FaustAIOKafkaConsumer):
                 lane.queue.get_nowait()
                 self.stats.dropped_queued += 1
         for lane in self._lanes.values():
-            if lane.busy:
-                await lane.idle.wait()
+            await lane.idle.wait()
 
     async def wait_empty(self) -> None:
         """Faust waits here before a rebalance or shutdown completes (then commits): end the assignment first.
@@ -606,10 +592,13 @@ def _first_offset(item: Any) -> int:
     return item.first if isinstance(item, UnreadableBatch) else item.offset
 
 
-def install(app: Any, routes: InputRoutes) -> None:
+def install(app: Any, routes: InputRoutes, topics: Iterable[Any]) -> None:
     """Make ``app`` create a :class:`BatchConsumer` for ``routes`` (before its consumer exists), and subscribe it.
 
-    The topics are added to Faust's conductor so that the group subscribes to them and Faust's
-    assignor co-partitions the tables with them, as it would for an agent's topics.
+    ``topics`` (Faust topic objects for the routes' topics) are added to Faust's conductor, so that
+    the group subscribes to them and Faust's assignor co-partitions the tables with them, as it
+    would for an agent's topics.
     """
     app.transport.Consumer = functools.partial(BatchConsumer, routes=routes)
+    for topic in topics:
+        app.topics.add(topic)

@@ -35,8 +35,17 @@ from faust.streams import _current_event
 from faust.types import EventT
 
 from models.training import Observation
-from stream.contract import CatalogueItem, Interaction, InvalidEvent, Limits, parse_catalogue_item, parse_interaction
-from stream.dead_letters import SourcePosition, fit_value, headers_for
+from stream.consumer import UnreadableBatch
+from stream.contract import (
+    CatalogueItem,
+    Interaction,
+    InvalidEvent,
+    Limits,
+    Reason,
+    parse_catalogue_item,
+    parse_interaction,
+)
+from stream.dead_letters import SourcePosition, fit_value, headers_for, unreadable_batch_letter
 from stream.user_state import (
     OTHER_PARTITIONER,
     Partitioner,
@@ -113,6 +122,8 @@ class Batch(Generic[E]):
     misrouted: list[tuple[str, EventT]] = field(default_factory=list)
     # Valid records with a key, as their producer placed them (forwarded copies are ours): see Placement.
     placement: Counter[str] = field(default_factory=Counter)
+    # id(event) -> the position a forwarded copy was made from (read from its headers once, here).
+    sources: dict[int, Source] = field(default_factory=dict)
 
     @property
     def valid_count(self) -> int:
@@ -154,7 +165,10 @@ def classify(
         if key not in home:
             home[key] = partition_for_key(key, partitions, partitioner)
         arrived = event.message.partition
-        keyed = bool(event.message.key) and forwarded_from(event.headers) is None
+        source = forwarded_from(event.headers) if event.headers else None
+        if source is not None:
+            batch.sources[id(event)] = source
+        keyed = bool(event.message.key) and source is None
         if home[key] == arrived:
             if keyed:
                 batch.placement[Placement.CONFIGURED] += 1
@@ -337,7 +351,9 @@ class Ingestor:
         # learner's rewind), is not sent again. Across a crash they are at-least-once (docs/delivery.md).
         self._handled: dict[tuple[str, int], int] = {}
 
-    async def interactions(self, events: Sequence[EventT]) -> list[TrainingEvent]:
+    async def interactions(
+        self, events: Sequence[EventT], unreadable: Sequence[UnreadableBatch] = ()
+    ) -> list[TrainingEvent]:
         """Apply a batch to the user state; return its valid events, in event-time order, for training.
 
         Each user's events are applied in event-time order (:func:`~stream.user_state.event_time_order`),
@@ -369,7 +385,7 @@ class Ingestor:
                     self.seen_length,
                     [(m.topic, m.offset) for m in messages],
                     self.dedupe_window,
-                    [forwarded_from(event.headers) for _, event in group],
+                    [batch.sources.get(id(event)) for _, event in group],
                 )
                 self.user_state[user_id] = state
             for (interaction, event), context, message in zip(group, contexts, messages, strict=True):
@@ -396,11 +412,13 @@ class Ingestor:
                         ),
                     )
                 )  # fmt: skip
-        await self._finish(events, batch)
+        await self._finish(events, batch, unreadable)
         ordered.sort(key=lambda entry: entry[:2])
         return [training_event for _, _, training_event in ordered]
 
-    async def catalogue_items(self, events: Sequence[EventT]) -> list[CatalogueItem]:
+    async def catalogue_items(
+        self, events: Sequence[EventT], unreadable: Sequence[UnreadableBatch] = ()
+    ) -> list[CatalogueItem]:
         """Apply a batch to the catalogue table; return the latest entry of each item (for augmentation)."""
         batch = classify(
             events,
@@ -416,7 +434,7 @@ class Ingestor:
                 self.catalogue[item_id] = item.model_dump(mode="json", exclude_none=True)
             latest.append(item)
         self.stats.applied_catalogue += batch.valid_count
-        await self._finish(events, batch)
+        await self._finish(events, batch, unreadable)
         return latest
 
     def _first_time(self, event: EventT, sent: set[tuple[str, int, int]]) -> bool:
@@ -429,13 +447,24 @@ class Ingestor:
         sent.add(position)
         return True
 
-    async def _finish(self, events: Sequence[EventT], batch: Batch[Any]) -> None:
-        """Dead letters and forwards, each confirmed by the broker; then count the batch as handled."""
+    async def _finish(self, events: Sequence[EventT], batch: Batch[Any], unreadable: Sequence[UnreadableBatch]) -> None:
+        """Dead letters and forwards, each confirmed by the broker; then count the batch as handled.
+
+        ``unreadable``: record batches the consumer could not decode (stream/consumer.py), one
+        marker dead letter each, read again like any record (a rewind does not send it twice).
+        """
         pending = []
         now_ms = int(time.time() * 1000)
         sent: set[tuple[str, int, int]] = set()
         invalid = [(event, error) for event, error in batch.invalid if self._first_time(event, sent)]
         misrouted = [(key, event) for key, event in batch.misrouted if self._first_time(event, sent)]
+        for marker in unreadable:
+            if marker.first < self._handled.get((marker.topic, marker.partition), 0):
+                self.stats.refetched_handled += 1
+                continue
+            key, value, headers = unreadable_batch_letter(marker, now_ms)
+            pending.append(await self.send_dead_letter(key=key, value=value, headers=headers))
+            self.stats.dead_letters[str(Reason.UNREADABLE_BATCH)] += 1
         for event, error in invalid:
             message = event.message
             source = SourcePosition(message.topic, message.partition, message.offset)
@@ -467,6 +496,9 @@ class Ingestor:
             await fut  # delivered to the broker: only now may the batch be acknowledged
         for tp, offsets in offset_ranges(events).items():
             self._handled[tp] = max(self._handled.get(tp, 0), offsets.stop)
+        for marker in unreadable:
+            tp = (marker.topic, marker.partition)
+            self._handled[tp] = max(self._handled.get(tp, 0), marker.end)
         self.stats.consumed.update(event.message.topic for event in events)
         self._note_placement(batch.placement)
         self.stats.batches += 1

@@ -77,10 +77,10 @@ class StreamWorkerCollector(Collector):
         yield _single(counter("events_duplicate", "Events whose event_id was applied before: dropped."), s.duplicates)
         yield _single(counter("events_misrouted", "Events re-keyed to their user's partition."), s.forwarded_misrouted)
         yield _single(counter("events_forwarded_again", "Copies of a misrouted event forwarded again after a crash: "
-                              "dropped."), getattr(s, "forwarded_again", 0))  # fmt: skip
+                              "dropped."), s.forwarded_again)  # fmt: skip
         yield labelled(counter("events_placement", "Valid keyed records by where they arrived: the configured "
                                "partitioner's partition, the other one's, neither.", ["placement"]),
-                       getattr(s, "placement", {}))  # fmt: skip
+                       s.placement)  # fmt: skip
         yield labelled(counter("interactions", "Valid interactions applied to the user state, by type.", ["type"]),
                        s.applied_by_type)  # fmt: skip
         consumer = self.consumer() if self.consumer is not None else None

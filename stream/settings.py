@@ -85,7 +85,6 @@ class Settings(BaseSettings):
         default=1000, ge=1, description="Most records per batch handed to an agent (a larger fetch is split)."
     )
     max_poll_records: int = Field(default=5000, ge=1, description="Records per fetch from Kafka.")
-    stream_buffer_maxsize: int = Field(default=20000, ge=1, description="Faust's per-stream buffer.")
     processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
         default="at_least_once",
         description="exactly_once is refused: Faust's transactions do not make this pipeline exactly-once "

@@ -160,3 +160,33 @@ def test_a_bad_record_fetched_again_by_the_same_process_is_dead_lettered_once():
     assert user_state["u1"]["events"] == 1 and ingest.stats.redelivered == 1
     assert ingest.stats.refetched_handled == 3  # offset 10 twice more, the misrouted record once more
     assert ingest.stats.dead_letters == {"malformed_json": 1, "not_an_object": 1}
+
+
+def test_a_record_batch_the_consumer_could_not_decode_is_one_marker_dead_letter_sent_once():
+    """An unreadable batch (stream/consumer.py) is dead-lettered as a marker with its range, counted with the rest.
+
+    The bad record fetched before it in the same batch is still dead-lettered; read again (the
+    learner's rewind), neither is sent a second time.
+    """
+    from stream.consumer import UnreadableBatch
+
+    dead_letters = Producer()
+    ingest, _ = ingestor(dead_letters)
+    marker = UnreadableBatch("clicks", 2, 11, 20, "DecompressionError: lz4 frame")
+    batch = [Event(Message("clicks", 2, 10, b"u", b"{not json")), Event(Message("clicks", 2, 20, b"u", b"{"))]
+
+    asyncio.run(ingest.interactions(batch, [marker]))
+    asyncio.run(ingest.interactions(batch, [marker]))  # read again
+
+    letters = [from_record(s["key"], s["value"], s["headers"]) for s in dead_letters.sent]
+    assert [(d.source.offset, d.reason) for d in letters] == [
+        (11, Reason.UNREADABLE_BATCH.value),
+        (10, Reason.MALFORMED_JSON.value),
+        (20, Reason.MALFORMED_JSON.value),
+    ]
+    unreadable = letters[0]
+    assert unreadable.value == b"" and "offsets 11..19 (9) skipped: DecompressionError: lz4 frame" in unreadable.detail
+    end_offset = dict(dead_letters.sent[0]["headers"])["streamrec.dlq.source.end_offset"]
+    assert end_offset == b"20"
+    assert ingest.stats.dead_letters == {"unreadable_batch": 1, "malformed_json": 2}
+    assert ingest.stats.refetched_handled == 3
