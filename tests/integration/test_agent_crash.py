@@ -34,12 +34,12 @@ _original = stream.ingest.Ingestor.interactions
 _calls = 0
 
 
-async def interactions(self, events):
+async def interactions(self, *args, **kwargs):
     global _calls
     _calls += 1
     if _calls == {CRASH_ON_BATCH}:
         raise RuntimeError("injected fault in batch {CRASH_ON_BATCH}")
-    return await _original(self, events)
+    return await _original(self, *args, **kwargs)
 
 
 stream.ingest.Ingestor.interactions = interactions
