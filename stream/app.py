@@ -24,7 +24,7 @@ import faust
 from stream.agent_failure import exit_on_error
 from stream.api import register_views
 from stream.augment import StreamAugmenter
-from stream.consumer import Batch, InputRoutes, Route
+from stream.consumer import Batch, ChangelogAckedTable, InputRoutes, Route
 from stream.consumer import install as install_consumer
 from stream.contract import Limits
 from stream.ingest import Ingestor, IngestStats, TrainingEvent
@@ -96,6 +96,7 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
         key_serializer="raw",
         value_serializer="raw",
         table_cleanup_interval=3600.0,
+        Table=ChangelogAckedTable,  # a commit waits for the changelog (stream/consumer.py)
     )
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     interactions = app.topic(*settings.interaction_topics, partitions=settings.topic_partitions, **raw)

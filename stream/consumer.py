@@ -24,10 +24,21 @@ the next assignment because it was not committed. Four rules make it hold:
 3. *Nothing fetched is dropped silently.* Records fetched but not handed over (a seek ran, the flow
    stopped for a rebalance) make the consumer seek back to the next offset, once no seek runs.
 4. *Revocation ends an assignment cleanly.* Batches not started are dropped, the one being handled
-   finishes, and the offsets after the batches handled are committed, before Faust revokes.
+   finishes, its table writes reach the changelog, and the offsets after the batches handled are
+   committed, before Faust revokes.
 
 Offsets are committed per partition as the position after the last batch *handled* (its table
 writes done, its dead letters and forwards confirmed), not from per-record acknowledgements.
+
+**No commit ahead of the changelog.** A table write reaches its changelog through Faust's producer
+buffer, and Faust's ``producer.flush()`` before a commit gives up after 0.1 s without progress
+(``ProducerBuffer.flush_atmost``); the buffer's count also drops before a message reaches the Kafka
+client. Under load a commit could thus cover records whose state changes were not in the changelog
+yet; killed then, or revoked while a new owner recovered, the worker left the group's offsets past
+events that no user state held (``tests/integration/test_changelog_durability.py``). The tables
+are :class:`ChangelogAckedTable`: each keeps its changelog writes until the broker takes them, and
+every commit, and the end of every assignment, first waits for the writes made so far
+(:func:`changelog_acked`).
 
 **Unreadable batches.** A record batch the client cannot decode (a codec it lacks, a corrupt
 compressed payload, a CRC mismatch) used to raise out of the fetch and stop the worker, which read
@@ -53,11 +64,13 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Se
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import faust
 from aiokafka.consumer.fetcher import FetchResult, PartitionRecords
 from aiokafka.errors import ConsumerStoppedError, IllegalStateError
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as FaustAIOKafkaConsumer
 from faust.types import TP
+from faust.types.tuples import FutureMessage
 
 log = logging.getLogger(__name__)
 
@@ -549,6 +562,8 @@ class BatchConsumer(FaustAIOKafkaConsumer):
                 self.stats.dropped_queued += 1
         for lane in self._lanes.values():
             await lane.idle.wait()
+        # The next owner recovers the tables from the changelog: everything written so far must be there.
+        await changelog_acked(self.app)
 
     async def wait_empty(self) -> None:
         """Faust waits here before a rebalance or shutdown completes (then commits): end the assignment first.
@@ -568,12 +583,18 @@ class BatchConsumer(FaustAIOKafkaConsumer):
                 yield tp
 
     async def _commit_offsets(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
-        """Faust's commit, except that a commit that failed is not recorded as made.
+        """Faust's commit, after the tables' changelog writes are acknowledged; a failed one is not recorded as made.
 
         Faust records the offsets as committed whether or not the broker took them (a commit refused
         while the group rebalances returns False); nothing newer was then handled, so nothing was
         committed again and the group's offsets stayed behind what the worker had handled.
         """
+        try:
+            await changelog_acked(self.app)
+        except Exception as exc:  # noqa: BLE001 (Faust crashes the consumer on a send the producer gave up on)
+            log.error("a table changelog write failed (%r): no commit over it; the worker stops", exc)
+            await self.crash(exc)
+            return False
         before = {tp: self._committed_offset.get(tp) for tp in offsets}
         did_commit = await super()._commit_offsets(offsets, start_new_transaction=start_new_transaction)
         if not did_commit:
@@ -586,6 +607,51 @@ class BatchConsumer(FaustAIOKafkaConsumer):
         if self.is_batch_tp(tp):
             return self._handled.get(tp)
         return super()._new_offset(tp)
+
+
+class ChangelogAckedTable(faust.Table):
+    """A Faust table that keeps each changelog write until the broker acknowledges it (see the module docstring).
+
+    Installed as the app's ``Table`` class (``faust.App(..., Table=ChangelogAckedTable)``).
+    """
+
+    def send_changelog(
+        self,
+        partition: int | None,
+        key: Any,
+        value: Any,
+        key_serializer: Any = None,
+        value_serializer: Any = None,
+    ) -> FutureMessage:
+        sent = super().send_changelog(partition, key, value, key_serializer, value_serializer)
+        unacked = self.__dict__.setdefault("_unacked_changelog", set())
+        unacked.add(sent)
+        sent.add_done_callback(unacked.discard)
+        return sent
+
+    def unacked_changelog(self) -> list[FutureMessage]:
+        """The changelog writes the broker has not acknowledged yet."""
+        return list(self.__dict__.get("_unacked_changelog", ()))
+
+
+async def changelog_acked(app: Any, warn_after_s: float = 10.0) -> None:
+    """Wait until every changelog write made so far by ``app``'s tables is acknowledged; raise if one failed.
+
+    Writes made while waiting are not waited for: they belong to batches a later commit covers.
+    """
+    writes = [sent for table in app.tables.values() if isinstance(table, ChangelogAckedTable)
+              for sent in table.unacked_changelog()]  # fmt: skip
+    pending, waited = set(writes), 0.0
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=warn_after_s)
+        if pending:
+            waited += warn_after_s
+            log.warning(
+                "%d table changelog writes not acknowledged after %.0f s; holding the commit until they are",
+                len(pending), waited,
+            )  # fmt: skip
+    for sent in writes:
+        sent.result()  # a write the broker refused: its state change is lost, so nothing may be committed over it
 
 
 def _first_offset(item: Any) -> int:

@@ -23,12 +23,15 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.record.util import calc_crc32c_py
 from aiokafka.structs import ConsumerRecord, TopicPartition
+from faust.tables import base as faust_table_base
 from faust.tables import recovery as faust_recovery
+from faust.tables import table as faust_table
 from faust.transport import consumer as faust_consumer
 
 from stream.consumer import (
     Batch,
     BatchConsumer,
+    ChangelogAckedTable,
     InputRoutes,
     Record,
     Route,
@@ -379,6 +382,93 @@ async def test_revocation_drops_batches_not_started_waits_for_the_one_in_progres
     assert revoked_by_faust == [{CLICKS_0, CLICKS_1}] and h.consumer._next == {} and not h.consumer.flow_active
 
 
+def with_changelog_writes(h: Harness, monkeypatch: pytest.MonkeyPatch) -> tuple[ChangelogAckedTable, list[Any]]:
+    """A table on the harness's app whose changelog sends return futures the test resolves (no broker)."""
+    app = h.consumer.app
+    table = app.tables.add(ChangelogAckedTable(app, name="user_state", beacon=app.tables.beacon))
+    sent: list[Any] = []
+
+    def send_soon(self: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(asyncio.get_running_loop().create_future())
+        return sent[-1]
+
+    monkeypatch.setattr(faust_table_base.Collection, "send_changelog", send_soon)
+    return table, sent
+
+
+def test_a_commit_waits_until_the_broker_has_the_table_writes_it_covers(monkeypatch: pytest.MonkeyPatch):
+    async def scenario() -> None:
+        h = Harness()
+        await h.consumer.perform_seek()
+        table, sent = with_changelog_writes(h, monkeypatch)
+        await h.run(fetch(CLICKS_0, range(10, 13)))
+        table.send_changelog(0, b"u1", b"{}")  # the batch's state write, still in Faust's producer buffer
+        table.send_changelog(0, b"u2", b"{}")
+        del h.consumer._commit_offsets  # the real one (Faust's, and ours around it)
+
+        async def broker_commit(offsets: dict[Any, int]) -> bool:
+            h.commits.append(dict(offsets))
+            return True
+
+        h.consumer._commit = broker_commit
+        h.consumer.app.producer.flush = _no_flush  # Faust's flush: gives up after 0.1 s, so nothing to rely on
+        commit = asyncio.ensure_future(h.consumer.commit())
+        await asyncio.sleep(0.05)
+        sent[0].set_result(None)
+        await asyncio.sleep(0.05)
+        assert not commit.done() and h.commits == []  # one write still unacknowledged: no commit over it
+        sent[1].set_result(None)
+        assert await commit is True and h.commits == [{CLICKS_0: 13}]
+        assert table.unacked_changelog() == []
+
+    asyncio.run(scenario())
+
+
+def test_a_changelog_write_the_producer_gave_up_on_stops_the_worker_without_a_commit(monkeypatch: pytest.MonkeyPatch):
+    async def scenario() -> None:
+        h = Harness()
+        await h.consumer.perform_seek()
+        table, sent = with_changelog_writes(h, monkeypatch)
+        await h.run(fetch(CLICKS_0, range(10, 13)))
+        table.send_changelog(0, b"u1", b"{}")
+        sent[0].set_exception(RuntimeError("KafkaTimeoutError"))
+        del h.consumer._commit_offsets
+        crashed: list[BaseException] = []
+
+        async def crash(exc: BaseException) -> None:
+            crashed.append(exc)
+
+        h.consumer.crash = crash
+        assert await h.consumer.commit() is False
+        assert h.commits == [] and [str(e) for e in crashed] == ["KafkaTimeoutError"]
+        assert h.consumer._committed_offset[CLICKS_0] == 10
+
+    asyncio.run(scenario())
+
+
+def test_revocation_waits_for_the_changelog_before_faust_hands_the_partitions_on(monkeypatch: pytest.MonkeyPatch):
+    async def scenario() -> None:
+        h = Harness()
+        await h.consumer.perform_seek()
+        table, sent = with_changelog_writes(h, monkeypatch)
+        revoked_by_faust: list[set[Any]] = []
+
+        async def faust_revokes(revoked: set[Any]) -> None:
+            revoked_by_faust.append(revoked)
+
+        h.consumer._on_partitions_revoked = faust_revokes
+        await h.run(fetch(CLICKS_0, range(10, 13)))
+        table.send_changelog(0, b"u1", b"{}")
+        revocation = asyncio.ensure_future(h.consumer.on_partitions_revoked({CLICKS_0}))
+        await asyncio.sleep(0.05)
+        assert not revocation.done() and revoked_by_faust == []  # the next owner would recover without it
+        sent[0].set_result(None)
+        await revocation
+        assert revoked_by_faust == [{CLICKS_0}] and h.commits == [{CLICKS_0: 13}]
+
+    asyncio.run(scenario())
+
+
 # --- the internals this module relies on ---------------------------------------------------------
 
 
@@ -397,6 +487,19 @@ def test_faust_still_drives_the_consumer_the_way_this_module_expects():
     assert "_filter_tps_with_pending_acks" in commit and "_new_offset(tp)" in commit
     wait = inspect.getsource(faust_consumer.Consumer._wait_next_records)
     assert "self._getmany(" in wait and "can_resume_flow" in wait
+
+
+def test_every_table_write_still_goes_through_send_changelog_and_faust_flush_still_gives_up():
+    # ChangelogAckedTable sees every changelog write only if Faust's writers all call send_changelog.
+    assert "self.send_changelog(" in inspect.getsource(faust_table_base.Collection._send_changelog)
+    assert "return self.changelog_topic.send_soon(" in inspect.getsource(faust_table_base.Collection.send_changelog)
+    for writer in (faust_table.Table.on_key_set, faust_table.Table.on_key_del):
+        assert "self.send_changelog(" in inspect.getsource(writer)
+    # Why the commit waits on the writes themselves: Faust's flush before a commit returns after 0.1 s without
+    # progress. If a Faust upgrade makes it wait for the buffer to drain, changelog_acked may become redundant.
+    from faust.transport.producer import ProducerBuffer
+
+    assert "timeout=0.1" in inspect.getsource(ProducerBuffer.flush_atmost)
 
 
 def test_aiokafka_still_iterates_batches_the_way_the_guard_expects():
