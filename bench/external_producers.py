@@ -152,6 +152,31 @@ def run_setting(setting: str, env: dict[str, str], events: int, users: int) -> l
     return cells
 
 
+HEADER = (f"  {'setting':<8}{'codec':<8}{'producer':<19}{'produced':>8}{'applied':>9}{'forwarded':>10}"
+          f"{'dup':>6}{'lost':>6}")  # fmt: skip
+
+
+def run_matrix(base: dict[str, str], events: int, users: int, settings: tuple[str, ...] = SETTINGS) -> list[Cell]:
+    """Every cell, one worker per ``STREAMREC_PARTITIONER`` setting, on the broker of ``base``."""
+    cells: list[Cell] = []
+    for setting in settings:
+        env = {**bench_env(4, broker=base, train="false"), "STREAMREC_PARTITIONER": setting}
+        cells += run_setting(setting, env, events, users)
+        remove_state(env)
+    return cells
+
+
+def summary(cells: list[Cell]) -> str:
+    failed = [c for c in cells if not c.ok]
+    return (f"{len(cells)} cells, {sum(c.produced for c in cells):,} events: {len(failed)} failed; "
+            f"lost {sum(c.lost for c in cells)}, duplicates {sum(c.duplicates for c in cells)}, "
+            f"forwarded {sum(c.forwarded for c in cells):,} (once each where producer and setting differ)")  # fmt: skip
+
+
+def as_dicts(cells: list[Cell]) -> list[dict[str, Any]]:
+    return [asdict(c) | {"lost": c.lost, "ok": c.ok} for c in cells]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=2000, help="events per cell (codec × partitioner × setting)")
@@ -164,24 +189,16 @@ def main() -> None:
         broker.start()
     print(f"machine: {describe_machine()['summary']}")
     print("command: .venv/bin/python bench/external_producers.py " + " ".join(sys.argv[1:]))
-    print(f"  {'setting':<8}{'codec':<8}{'producer':<19}{'produced':>8}{'applied':>9}{'forwarded':>10}"
-          f"{'dup':>6}{'lost':>6}")  # fmt: skip
-    cells: list[Cell] = []
+    print(HEADER)
     try:
-        for setting in SETTINGS:
-            env = {**bench_env(4, broker=base, train="false"), "STREAMREC_PARTITIONER": setting}
-            cells += run_setting(setting, env, args.events, args.users)
-            remove_state(env)
+        cells = run_matrix(base, args.events, args.users)
     finally:
         if broker:
             broker.stop()
         remove_state(base)
-    failed = [c for c in cells if not c.ok]
-    print(f"{len(cells)} cells, {sum(c.produced for c in cells):,} events: {len(failed)} failed; "
-          f"lost {sum(c.lost for c in cells)}, duplicates {sum(c.duplicates for c in cells)}, "
-          f"forwarded {sum(c.forwarded for c in cells):,} (once each, where producer and setting differ)")  # fmt: skip
-    print(json.dumps([asdict(c) | {"lost": c.lost, "ok": c.ok} for c in cells]))
-    sys.exit(1 if failed else 0)
+    print(summary(cells))
+    print(json.dumps(as_dicts(cells)))
+    sys.exit(1 if any(not c.ok for c in cells) else 0)
 
 
 if __name__ == "__main__":

@@ -55,8 +55,11 @@ def render(out_dir: Path) -> Path:
     for title, key, draw, figure, body in _sections(results):
         if key not in results:
             continue
-        draw(results[key], caption, out_dir / figure)
-        parts.append(f"## {title}\n\n![{title}]({figure})\n\n*{_figure_line(results)}*\n\n{body(results[key])}")
+        image = ""
+        if draw is not None and figure is not None:
+            draw(results[key], caption, out_dir / figure)
+            image = f"![{title}]({figure})\n\n"
+        parts.append(f"## {title}\n\n{image}*{_figure_line(results)}*\n\n{body(results[key])}")
     parts.append(_reproduce(results))
     path = out_dir / REPORT
     path.write_text(reflow("\n\n".join(p.strip() for p in parts)) + "\n")
@@ -75,7 +78,10 @@ def reflow(markdown: str, width: int = 100) -> str:
     return "\n\n".join(blocks)
 
 
-def _sections(results: dict[str, Any]) -> list[tuple[str, str, Callable[..., Path], str, Callable[[Any], str]]]:
+Section = tuple[str, str, Callable[..., Path] | None, str | None, Callable[[Any], str]]
+
+
+def _sections(results: dict[str, Any]) -> list[Section]:
     return [
         ("Quality over time", "service", plots.quality, FIGURES["quality"], _quality_text),
         ("Ingestion against a raw consumer", "ingest", plots.ingest, FIGURES["ingest"], _ingest_text),
@@ -84,6 +90,7 @@ def _sections(results: dict[str, Any]) -> list[tuple[str, str, Callable[..., Pat
         ("Augmentation ablation", "ablation", plots.ablation, FIGURES["ablation"], _ablation_text),
         ("Inference throughput against batch size", "inference", plots.inference, FIGURES["inference"],
          _inference_text),
+        ("Delivery: every codec, both partitioners, rebalance torture", "delivery", None, None, _delivery_text),
     ]  # fmt: skip
 
 
@@ -274,6 +281,49 @@ def _dynamic_row(sweep: dict[str, Any]) -> str:
         f"| {0.5 * best['per_s']:,.1f}/s | {half['p50_ms']:,.0f} / {half['p99_ms']:,.0f} ms "
         f"| {half['mean_batch']['embed']:.1f} |"
     )
+
+
+def _delivery_text(s: dict[str, Any]) -> str:
+    cells = s["producers"]
+    rows = "\n".join(
+        f"| {c['setting']} | {c['codec']} | {c['producer_partitioner']} | {c['produced']:,} | {c['applied']:,} | "
+        f"{c['forwarded']:,} ({c['expected_forwards']:,}) | {c['duplicates']} | {c['lost']} | "
+        f"{'ok' if c['ok'] else '**failed**'} |"
+        for c in cells
+    )
+    failed = sum(not c["ok"] for c in cells)
+    text = f"""A librdkafka producer (confluent-kafka) writes interactions with each codec and each of its
+partitioners into a running worker (training off), one worker per `STREAMREC_PARTITIONER` setting;
+each cell has users of its own, and its ledger reads every user's state back through the worker's
+HTTP API. Forwarded: records re-sent to their home partition (expected: those whose key the two
+partitioners place apart, where producer and setting disagree; none where they agree).
+{len(cells)} cells, {sum(c["produced"] for c in cells):,} events: {failed} failed.
+
+| setting | codec | producer partitioner | produced | applied | forwarded (expected) | duplicates | lost | |
+|---|---|---|---:|---:|---:|---:|---:|---|
+{rows}"""
+    if not s["torture"]:
+        return (
+            text
+            + """
+
+No torture run in this report (`--quick`); `make test` runs a one-minute form, and
+`bench/torture.py --runs 20` the full series."""
+        )
+    runs = []
+    for run in s["torture"]:
+        c, f = run["config"], run["figures"]
+        checks = "\n".join(
+            f"| {k['name']} | {'ok' if k['ok'] else '**failed**'} | {k['detail']} |" for k in run["checks"]
+        )
+        runs.append(f"""Torture run: {c["seconds"]:.0f} s of chaos, {c["partitions"]} partitions per topic,
+{c["producer"]} producer at {c["rate"]:.0f} events/s, {c["busy_loops"]} busy loops, seed {c["seed"]}:
+{f["events_acked"]:,} events, {f["slots"]} state directories, verdict **{"pass" if run["ok"] else "fail"}**.
+
+| check | | detail |
+|---|---|---|
+{checks}""")
+    return text + "\n\n" + "\n\n".join(runs)
 
 
 def _reproduce(results: dict[str, Any]) -> str:

@@ -11,10 +11,15 @@ report and the scripts cannot drift apart):
 * ``ablation`` (``bench/ablation.py``): the augmentation operators switched per arm, in process;
 * ``inference`` (``bench/worker.py``): the inference models' throughput against batch size, on the
   CPU and, when there is one, on the GPU; and on each, the dynamic batcher (the worker's settings)
-  fed embedding requests one at a time, against the best static batch.
+  fed embedding requests one at a time, against the best static batch;
+* ``delivery`` (``bench/external_producers.py``, ``bench/torture.py``): a librdkafka producer with
+  every codec and both partitioners through a worker, each cell checked by a ledger; and a
+  rebalance torture run (workers joining, leaving and killed with -9 under a busy loop per core),
+  its ledger's checks. The 20-run torture series is ``bench/torture.py --runs 20`` (about
+  2.5 hours); ``make test`` runs a one-minute form (tests/integration/test_torture.py).
 
-The two Kafka sections share one embedded broker (or the cluster in ``KAFKA_BOOTSTRAP_SERVERS``)
-but never a topic or a consumer group. Nothing is read from an earlier run.
+The Kafka sections share one embedded broker (or the cluster in ``KAFKA_BOOTSTRAP_SERVERS``) but
+never a topic or a consumer group. Nothing is read from an earlier run.
 """
 
 from __future__ import annotations
@@ -27,14 +32,19 @@ from typing import Any
 
 from bench.ablation import ArmConfig, run_ablation
 from bench.common import bench_env, describe_machine, remove_state, settings_from
+from bench.external_producers import as_dicts as producer_dicts
+from bench.external_producers import run_matrix
+from bench.external_producers import summary as producer_summary
 from bench.ingest import run_ingest
 from bench.quality import run_service
+from bench.torture import TortureConfig
+from bench.torture import run_once as run_torture
 from bench.worker import BatcherConfig, batch_sweep
 from stream.datasets import load_ml100k
 from stream.kafka_local import LocalKafka
 from stream.settings import Settings
 
-SECTIONS = ("ingest", "service", "ablation", "inference")
+SECTIONS = ("ingest", "service", "ablation", "inference", "delivery")
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,10 @@ class SuiteConfig:
     lm_batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
     seconds_per_batch_size: float = 4.0
     dynamic_seconds: float = 15.0  # per load (saturated, half load)
+    producer_events: int = 2000  # per cell of the external-producer matrix
+    producer_settings: tuple[str, ...] = ("murmur2", "crc32")  # STREAMREC_PARTITIONER values tried
+    torture_producers: tuple[str, ...] = ("crc32",)  # one torture run per entry (bench/torture.py --producer)
+    torture_minutes: float = 5.0
 
     @classmethod
     def full(cls) -> SuiteConfig:
@@ -73,10 +87,29 @@ class SuiteConfig:
             lm_batches=(1, 4),
             seconds_per_batch_size=1.0,
             dynamic_seconds=2.0,
+            # Fewer events, no torture run: make test runs its one-minute form.
+            producer_events=200,
+            torture_producers=(),
         )
 
     def with_overrides(self, **changes: Any) -> SuiteConfig:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def run_delivery(config: SuiteConfig, broker_env: dict[str, str], say: Callable[[str], None]) -> dict[str, Any]:
+    """The external-producer matrix, then the torture runs, on the broker of ``broker_env``."""
+    cells = run_matrix(broker_env, config.producer_events, users=40, settings=config.producer_settings)
+    say("  " + producer_summary(cells))
+    runs = []
+    for k, producer in enumerate(config.torture_producers):
+        torture = TortureConfig(seconds=config.torture_minutes * 60, producer=producer, seed=k)
+        result = run_torture(torture, broker_env, say=lambda line: None)
+        say("  torture: " + result.summary().splitlines()[-1])
+        runs.append({
+            "config": result.config, "ok": result.ok, "figures": result.figures,
+            "checks": [asdict(c) for c in result.checks], "workdir": None if result.ok else result.workdir,
+        })  # fmt: skip
+    return {"producers": producer_dicts(cells), "torture": runs}
 
 
 def run_suite(
@@ -110,7 +143,7 @@ def run_suite(
         results["seconds"][name] = round(time.monotonic() - began, 1)
         say(f"[{name}] done in {results['seconds'][name]:.0f}s")
 
-    if {"ingest", "service"} & set(sections):
+    if {"ingest", "service", "delivery"} & set(sections):
         base = bench_env(config.partitions)
         base_settings = settings_from(base)
         broker = LocalKafka(base_settings) if base_settings.uses_embedded_kafka else None
@@ -131,6 +164,8 @@ def run_suite(
                     every_s=config.service_sample_every_s,
                 ))  # fmt: skip
                 remove_state(env)
+            if "delivery" in sections:
+                timed("delivery", lambda: run_delivery(config, base, say))
         finally:
             if broker:
                 broker.stop()

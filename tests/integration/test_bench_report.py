@@ -49,7 +49,7 @@ def test_quick_report_has_every_section_and_plot(quick_report: tuple[Path, dict,
         assert width >= 600 and height >= 300, figure
         assert f"]({figure})" in report
     captions = [line for line in report.splitlines() if line.startswith("*Command: ")]
-    assert len(captions) == len(FIGURES)
+    assert len(captions) == len(FIGURES) + 1  # the delivery section has tables, no figure
     machine = results["machine"]
     assert machine["name"] == "ci-box" and machine["cores"] == os.cpu_count()
     for caption in captions:
@@ -95,6 +95,22 @@ def test_quick_report_figures_were_measured_in_this_run(quick_report: tuple[Path
     assert len(set(scored.values())) == 1, f"every arm scores the same events: {scored}"
     generated = {r["arm"]: sum(r["generated"].values()) for r in ablation["results"]}
     assert generated["none"] == 0 and generated["sequence"] > 0 and generated["text"] > 0
+
+    delivery = results["delivery"]
+    cells = delivery["producers"]
+    assert len(cells) == 16 and all(c["ok"] for c in cells), [c for c in cells if not c["ok"]]
+    assert sum(c["applied"] for c in cells) == sum(c["produced"] for c in cells) == 16 * 200
+    assert {(c["setting"], c["codec"]) for c in cells} == {
+        (s, codec) for s in ("murmur2", "crc32") for codec in ("gzip", "snappy", "lz4", "zstd")
+    }
+    # Forwarded only where producer and setting disagree, each record once.
+    agree = {("murmur2", "murmur2_random"), ("crc32", "consistent_random")}
+    for c in cells:
+        if (c["setting"], c["producer_partitioner"]) in agree:
+            assert c["forwarded"] == 0
+        else:
+            assert c["forwarded"] == c["expected_forwards"] > 0
+    assert delivery["torture"] == [] and "No torture run in this report (`--quick`)" in " ".join(report.split())
 
     (cpu, *gpus) = results["inference"]
     assert cpu["device"] == "cpu" and len(gpus) == (1 if results["machine"]["gpu"] else 0)

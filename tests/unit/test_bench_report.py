@@ -29,6 +29,7 @@ SECTIONS = [
     "Training throughput",
     "Augmentation ablation",
     "Inference throughput against batch size",
+    "Delivery: every codec, both partitioners, rebalance torture",
     "Reproduce",
 ]
 
@@ -152,6 +153,25 @@ def results(mode: str = "quick") -> dict[str, Any]:
                 },
             },
         ],
+        "delivery": {
+            "producers": [
+                {
+                    "setting": "murmur2",
+                    "codec": "gzip",
+                    "producer_partitioner": "murmur2_random",
+                    "produced": 200,
+                    "applied": 200,
+                    "forwarded": 0,
+                    "expected_forwards": 0,
+                    "duplicates": 0,
+                    "dead_letters": 0,
+                    "wrong_users": 0,
+                    "lost": 0,
+                    "ok": True,
+                }
+            ],
+            "torture": [],
+        },
     }
 
 
@@ -227,7 +247,7 @@ def test_report_has_every_section_figure_and_caption(tmp_path: Path) -> None:
         assert f"]({figure})" in report
     # Each figure's caption names the command and the machine.
     captions = [line for line in report.splitlines() if line.startswith("*Command: ")]
-    assert len(captions) == 6
+    assert len(captions) == 7  # six figures and the delivery tables
     assert all(f"`{COMMAND}`" in c and MACHINE in c for c in captions)
     assert "A `--quick` run" in report
 
@@ -250,6 +270,35 @@ def test_report_numbers_come_from_the_results(tmp_path: Path) -> None:
     assert "`quick`" not in report and "A `--quick` run" not in report
 
 
+def test_the_delivery_section_shows_every_cell_and_every_torture_check(tmp_path: Path) -> None:
+    figures = results(mode="full")
+    cell = {"setting": "murmur2", "codec": "zstd", "producer_partitioner": "consistent_random", "produced": 2000,
+            "applied": 2000, "forwarded": 1650, "expected_forwards": 1650, "duplicates": 0, "dead_letters": 0,
+            "wrong_users": 0, "lost": 0, "ok": True}  # fmt: skip
+    figures["delivery"] = {
+        "producers": [cell, cell | {"codec": "lz4", "applied": 1999, "lost": 1, "ok": False}],
+        "torture": [{
+            "config": {"seconds": 300.0, "partitions": 6, "producer": "crc32", "rate": 100.0, "busy_loops": 2,
+                       "seed": 0},
+            "ok": False, "workdir": "/tmp/kept",
+            "figures": {"events_acked": 30000, "slots": 7},
+            "checks": [{"name": "applied-once", "ok": True, "detail": "750 users hold their 30,000 events once each"},
+                       {"name": "trained-once-per-lineage", "ok": False, "detail": "w2: +1"}],
+        }],
+    }  # fmt: skip
+    report = write_report(figures, tmp_path).read_text()
+    assert "| murmur2 | zstd | consistent_random | 2,000 | 2,000 | 1,650 (1,650) | 0 | 0 | ok |" in report
+    assert "| murmur2 | lz4 | consistent_random | 2,000 | 1,999 | 1,650 (1,650) | 0 | 1 | **failed** |" in report
+    prose = " ".join(report.split())
+    assert "2 cells, 4,000 events: 1 failed." in prose
+    assert (
+        "crc32 producer at 100 events/s, 2 busy loops, seed 0: 30,000 events, 7 state directories, verdict **fail**"
+        in prose
+    )
+    assert "| applied-once | ok | 750 users hold their 30,000 events once each |" in report
+    assert "| trained-once-per-lineage | **failed** | w2: +1 |" in report
+
+
 def test_sections_not_run_are_left_out_and_render_redraws_from_json(tmp_path: Path) -> None:
     partial = results()
     del partial["ablation"], partial["inference"]
@@ -267,7 +316,10 @@ def test_sections_not_run_are_left_out_and_render_redraws_from_json(tmp_path: Pa
 def test_bench_command_refuses_unknown_sections_and_a_directory_without_results(tmp_path: Path) -> None:
     runner = CliRunner()
     done = runner.invoke(main, ["bench", "--sections", "ingest,bogus"])
-    assert done.exit_code == 2 and "unknown ['bogus']; choose from ingest, service, ablation, inference" in done.output
+    assert (
+        done.exit_code == 2
+        and "unknown ['bogus']; choose from ingest, service, ablation, inference, delivery" in done.output
+    )
     done = runner.invoke(main, ["bench", "--render", str(tmp_path)])
     assert done.exit_code == 1 and f"no results.json in {tmp_path}" in done.output
     assert list(tmp_path.iterdir()) == []
