@@ -44,5 +44,7 @@ async def count(stream: faust.StreamT) -> None:
 
 
 if __name__ == "__main__":
-    sys.argv = [sys.argv[0], "worker", "-l", "warn"]
+    # --without-web: Faust's worker command turns the web server on whatever web_enabled says, and on its
+    # fixed default port (6066) the measurement failed whenever a stream worker was running beside it.
+    sys.argv = [sys.argv[0], "worker", "-l", "warn", "--without-web"]
     app.main()

@@ -612,7 +612,7 @@ class BatchConsumer(FaustAIOKafkaConsumer):
 class ChangelogAckedTable(faust.Table):
     """A Faust table that keeps each changelog write until the broker acknowledges it (see the module docstring).
 
-    Installed as the app's ``Table`` class (``faust.App(..., Table=ChangelogAckedTable)``).
+    Installed as the app's ``Table`` class (the ``Table`` setting of the app in stream/app.py).
     """
 
     def send_changelog(
