@@ -214,11 +214,12 @@ class Learner:
     def checkpoint_due(self) -> bool:
         return time.monotonic() - self._last_checkpoint >= self.settings.checkpoint_interval_s
 
-    async def checkpoint(self, wait: bool = False) -> None:
+    async def checkpoint(self, wait: bool = False, starting: dict[tuple[str, int], int] | None = None) -> None:
         """Snapshot the model under the lock, then write it in a thread while training goes on.
 
         One write at a time: if the previous one is still running, this one is skipped (unless
-        ``wait``, as at shutdown, which waits for it and writes a fresh one).
+        ``wait``, as at shutdown, which waits for it and writes a fresh one). ``starting``: partitions
+        about to be recorded, with where their training starts, written with the trained ones.
         """
         if self._saving is not None and not self._saving.done():
             if not wait:
@@ -227,15 +228,15 @@ class Learner:
         async with self.guarded.lock:
             state = await asyncio.to_thread(self.model.state_dict)
             sync = self.sync.state_dict() if self.sync is not None else None
-            offsets = self._offsets()
+            offsets = self._offsets(starting)
         self._last_checkpoint = time.monotonic()
         self._saving = asyncio.ensure_future(asyncio.to_thread(self._write, state, offsets, sync))
         if wait:
             await self._saving
 
-    def _offsets(self) -> Offsets:
+    def _offsets(self, starting: dict[tuple[str, int], int] | None = None) -> Offsets:
         offsets: Offsets = {}
-        for (topic, partition), offset in self.trained.items():
+        for (topic, partition), offset in {**(starting or {}), **self.trained}.items():
             offsets.setdefault(topic, {})[partition] = offset
         return offsets
 
@@ -268,7 +269,7 @@ class Learner:
             return {}
         ends = await consumer.highwaters(*assigned)
         rewound: dict[Any, int] = {}
-        new = False
+        new: dict[tuple[str, int], int] = {}
         for tp in assigned:
             trained = self.trained.get((tp.topic, tp.partition))
             position = positions[tp]
@@ -281,14 +282,18 @@ class Learner:
                 )  # fmt: skip
                 trained = None
             if trained is None:
-                self.trained[(tp.topic, tp.partition)] = position
-                new = True
+                new[(tp.topic, tp.partition)] = position
             elif position > trained:
                 log.info("rewinding %s:%d from %d to %d (trained by the checkpoint)", *tp, position, trained)
                 self.stats.rewound[f"{tp.topic}:{tp.partition}"] = position - trained
                 rewound[tp] = trained
         if new:
-            await self.checkpoint(wait=True)
+            # Recorded only once a checkpoint holds them: a rewind cancelled mid-way (a rebalance
+            # interrupting the table recovery that called it) used to leave them recorded but never
+            # checkpointed, so the next rewind took them as known and the lineage's first checkpoint
+            # of those partitions came after training had started (its start lost; bench/torture.py).
+            await self.checkpoint(wait=True, starting=new)
+            self.trained.update(new)
         return rewound
 
     async def report(self) -> dict[str, Any]:
