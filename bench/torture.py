@@ -133,6 +133,8 @@ LOG_MARKERS = {
     "critical": "[CRITICAL]",
     "crashed": "Crashed",
     "rewinding": "rewinding ",
+    # stream/consumer.py's guard against Faust's recovery going on after a rebalance it missed
+    "recovery_restarted": "recovery interrupted by a rebalance",
 }
 
 
