@@ -236,7 +236,7 @@ class Learner:
 
     def _offsets(self, starting: dict[tuple[str, int], int] | None = None) -> Offsets:
         offsets: Offsets = {}
-        for (topic, partition), offset in {**(starting or {}), **self.trained}.items():
+        for (topic, partition), offset in {**self.trained, **(starting or {})}.items():  # a recreated topic restarts
             offsets.setdefault(topic, {})[partition] = offset
         return offsets
 

@@ -83,3 +83,10 @@ def test_a_known_partition_behind_the_commit_is_rewound_without_a_new_checkpoint
     asyncio.run(learner.rewind(Ends(), {CLICKS_0: 40}))
     assert asyncio.run(learner.rewind(Ends(), {CLICKS_0: 90})) == {CLICKS_0: 40}
     assert len(list_checkpoints(learner.settings.checkpoint_dir)) == 1
+
+
+def test_a_partition_past_its_log_end_restarts_where_the_group_starts(learner: Learner) -> None:
+    learner.trained[("streamrec.clicks", 0)] = 900  # the topic was recreated: its log ends at 500 now
+    assert asyncio.run(learner.rewind(Ends(), {CLICKS_0: 20})) == {}
+    assert learner.trained == {("streamrec.clicks", 0): 20}
+    assert checkpointed_offsets(learner.settings.checkpoint_dir) == [{"streamrec.clicks": {0: 20}}]
