@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import faust
@@ -330,24 +330,28 @@ async def test_a_commit_the_broker_refused_is_made_again_at_the_next_tick():
     h = Harness()
     await h.consumer.perform_seek()
     await h.run(fetch(CLICKS_0, range(10, 13)))
-    refused = True
-
-    async def broker_commit(offsets: dict[Any, int]) -> bool:  # Faust's driver returns False on CommitFailedError
-        h.commits.append(dict(offsets))
-        return not refused
-
-    del h.consumer._commit_offsets  # the real one (Faust's, and ours around it) runs, around this broker
-    h.consumer._commit = broker_commit
-    h.consumer.app.producer.flush = _no_flush
+    refused = [True]
+    real_commit(h, accepted=lambda: not refused[0])  # Faust's driver returns False on CommitFailedError
     assert await h.consumer.commit() is False
     assert h.consumer._committed_offset[CLICKS_0] == 10 and h.consumer.stats.commits_failed == 1
-    refused = False
+    refused[0] = False
     assert await h.consumer.commit() is True
     assert h.commits == [{CLICKS_0: 13}, {CLICKS_0: 13}] and h.consumer._committed_offset[CLICKS_0] == 13
 
 
-async def _no_flush() -> None:
-    return None
+def real_commit(h: Harness, accepted: Callable[[], bool] = lambda: True) -> None:
+    """The real commit path (Faust's, and ours around it) on the harness, around a recorded broker commit."""
+
+    async def broker_commit(offsets: dict[Any, int]) -> bool:
+        h.commits.append(dict(offsets))
+        return accepted()
+
+    async def no_flush() -> None:  # Faust's flush gives up after 0.1 s anyway: nothing may rely on it
+        return None
+
+    del h.consumer._commit_offsets
+    h.consumer._commit = broker_commit
+    h.consumer.app.producer.flush = no_flush
 
 
 @in_a_loop
@@ -404,14 +408,7 @@ def test_a_commit_waits_until_the_broker_has_the_table_writes_it_covers(monkeypa
         await h.run(fetch(CLICKS_0, range(10, 13)))
         table.send_changelog(0, b"u1", b"{}")  # the batch's state write, still in Faust's producer buffer
         table.send_changelog(0, b"u2", b"{}")
-        del h.consumer._commit_offsets  # the real one (Faust's, and ours around it)
-
-        async def broker_commit(offsets: dict[Any, int]) -> bool:
-            h.commits.append(dict(offsets))
-            return True
-
-        h.consumer._commit = broker_commit
-        h.consumer.app.producer.flush = _no_flush  # Faust's flush: gives up after 0.1 s, so nothing to rely on
+        real_commit(h)
         commit = asyncio.ensure_future(h.consumer.commit())
         await asyncio.sleep(0.05)
         sent[0].set_result(None)
@@ -432,7 +429,7 @@ def test_a_changelog_write_the_producer_gave_up_on_stops_the_worker_without_a_co
         await h.run(fetch(CLICKS_0, range(10, 13)))
         table.send_changelog(0, b"u1", b"{}")
         sent[0].set_exception(RuntimeError("KafkaTimeoutError"))
-        del h.consumer._commit_offsets
+        real_commit(h)
         crashed: list[BaseException] = []
 
         async def crash(exc: BaseException) -> None:
