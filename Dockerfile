@@ -25,6 +25,7 @@ print('\n'.join(p['dependencies'] + p['optional-dependencies']['rocksdb']))" > /
 # 2. WordNet from Debian's packages, for word substitution (the same path `streamrec assets fetch` takes).
 COPY stream ./stream
 COPY models ./models
+COPY bench ./bench
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install --no-deps . \
  && apt-get update && STREAMREC_CACHE_DIR=/opt/streamrec-cache streamrec assets fetch \

@@ -1,13 +1,13 @@
 """Ablation of the augmentation operators on the MovieLens-100K replay, in process.
 
-    .venv/bin/python bench/ablation.py [--limit N] [--arms none,sequence,text,llm,all]
+    .venv/bin/python -m streamrec.bench.ablation [--limit N] [--arms none,sequence,text,llm,all]
                                        [--paraphrase-items 200] [--llm-prompts-per-step 48]
 
 Same protocol and seeds as ``bench/quality_offline.py`` (the service's test-then-train loop on
 micro-batches of 1,000 events in time order, clicks scored, seen items excluded), with the
-augmentation stage of the service (:class:`models.augmentation.pipeline.Augmentation`) switched
+augmentation stage of the service (:class:`streamrec.models.augmentation.pipeline.Augmentation`) switched
 per arm. The transformer models run in this process through the inference worker's own handlers
-(:class:`stream.inference_worker.InferenceModels`), so the only difference from the service is
+(:class:`streamrec.stream.inference.worker.InferenceModels`), so the only difference from the service is
 the transport: no Kafka, and an LLM budget counted per training step instead of per second.
 
 Arms:
@@ -41,21 +41,20 @@ from typing import Any
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from bench.common import describe_machine, observation_batches
-from models.augmentation.pipeline import Augmentation, AugmentationConfig
-from models.augmentation.wordnet_data import use_wordnet
-from models.evaluation import COLD_USER, LONG_TAIL, OVERALL
-from models.recommender import Recommender, RecommenderConfig
-from models.training import RECOMMENDER, OnlineTrainer
-from stream.augment import catalogue_text, protected_words
-from stream.contract import CatalogueItem
-from stream.datasets import load_ml100k
-from stream.inference_worker import InferenceModels
-from stream.settings import Settings
+from streamrec.bench.common import describe_machine, observation_batches
+from streamrec.models.augmentation.pipeline import Augmentation, AugmentationConfig
+from streamrec.models.augmentation.wordnet_data import use_wordnet
+from streamrec.models.evaluation import COLD_USER, LONG_TAIL, OVERALL
+from streamrec.models.learner import RECOMMENDER, OnlineTrainer
+from streamrec.models.recommender import Recommender, RecommenderConfig
+from streamrec.stream.inference.worker import InferenceModels
+from streamrec.stream.settings import Settings
+from streamrec.stream.tools.datasets import load_ml100k
+from streamrec.stream.worker.augmentation import catalogue_text, protected_words
+from streamrec.stream.worker.contract import CatalogueItem
 
 OFF = {"sequence": False, "neighbours": False, "negatives": False, "text": False, "llm": False}
 ARMS: dict[str, dict[str, Any]] = {
@@ -228,7 +227,7 @@ def main() -> None:
     results = found["results"]
 
     print(f"machine: {describe_machine()['summary']}, torch {torch.__version__}, CPU")
-    print("command: .venv/bin/python bench/ablation.py " + " ".join(sys.argv[1:]))
+    print("command: .venv/bin/python -m streamrec.bench.ablation " + " ".join(sys.argv[1:]))
     print(f"models loaded in {found['load_seconds']:.0f}s (LM: {found['lm_loaded']}); LM calls {found['model_calls']}, "
           f"model seconds { {k: round(v) for k, v in found['model_seconds'].items()} }")  # fmt: skip
     header = f"{'arm':<10}" + "".join(

@@ -15,9 +15,9 @@ from importlib import metadata
 from typing import Any
 from unittest import mock
 
-from models.evaluation import COLD_USER, LONG_TAIL, OVERALL
-from models.training import Event, Observation
-from stream.settings import Settings
+from streamrec.models.evaluation import COLD_USER, LONG_TAIL, OVERALL
+from streamrec.models.learner import Event, Observation
+from streamrec.stream.settings import Settings
 
 # How the reports and scripts name the models and the evaluation's slices.
 MODEL_NAMES = {

@@ -1,6 +1,6 @@
 """Records from a client that is not ours, through a running worker: every codec, both partitioners.
 
-    .venv/bin/python bench/external_producers.py [--events N] [--users U]
+    .venv/bin/python -m streamrec.bench.external_producers [--events N] [--users U]
 
 A librdkafka producer (confluent-kafka) writes interactions compressed with each codec Kafka has
 (gzip, snappy, lz4, zstd) and keyed with each of librdkafka's partitioners (``murmur2_random``, as
@@ -24,19 +24,15 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.common import bench_env, describe_machine, remove_state, settings_from  # noqa: E402
-from stream.kafka_admin import ensure_topics  # noqa: E402
-from stream.kafka_local import LocalKafka  # noqa: E402
-from stream.settings import Settings  # noqa: E402
-from stream.user_state import partition_for_key  # noqa: E402
-from stream.worker import WorkerProcess  # noqa: E402
-from tests.integration.external_producer import CODECS, interaction_record, produce  # noqa: E402
+from streamrec.bench.common import bench_env, describe_machine, remove_state, settings_from
+from streamrec.bench.librdkafka_client import CODECS, interaction_record, produce
+from streamrec.stream.kafka.admin import ensure_topics
+from streamrec.stream.kafka.local import LocalKafka
+from streamrec.stream.settings import Settings
+from streamrec.stream.worker.process import WorkerProcess
+from streamrec.stream.worker.user_state import partition_for_key
 
 PRODUCER_PARTITIONERS = ("murmur2_random", "consistent_random")
 SETTINGS = ("murmur2", "crc32")
@@ -188,7 +184,7 @@ def main() -> None:
     if broker:
         broker.start()
     print(f"machine: {describe_machine()['summary']}")
-    print("command: .venv/bin/python bench/external_producers.py " + " ".join(sys.argv[1:]))
+    print("command: .venv/bin/python -m streamrec.bench.external_producers " + " ".join(sys.argv[1:]))
     print(HEADER)
     try:
         cells = run_matrix(base, args.events, args.users)

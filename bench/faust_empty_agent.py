@@ -1,6 +1,6 @@
 """A Faust agent that does nothing but count (``take_events``): the framework's own ceiling.
 
-Run by ``bench/ingest.py`` as ``python bench/faust_empty_agent.py TOTAL OUT_FILE`` with the same
+Run by ``bench/ingest.py`` as ``python -m streamrec.bench.faust_empty_agent TOTAL OUT_FILE`` with the same
 STREAMREC_* environment; writes the measured events/s to OUT_FILE and exits.
 """
 
@@ -12,8 +12,8 @@ import time
 
 import faust
 
-from stream.kafka_security import faust_credentials
-from stream.settings import Settings
+from streamrec.stream.kafka.security import faust_credentials
+from streamrec.stream.settings import Settings
 
 settings = Settings()
 total, out_file = int(sys.argv[1]), sys.argv[2]

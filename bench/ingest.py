@@ -1,6 +1,6 @@
 """Ingestion throughput: the stream worker against raw aiokafka consumer loops over the same topics.
 
-    .venv/bin/python bench/ingest.py [--events N] [--partitions P] [--repeats R]
+    .venv/bin/python -m streamrec.bench.ingest [--events N] [--partitions P] [--repeats R]
 
 One run, side by side: the ML-100K stream (clicks + purchases) is produced once into fresh
 topics, then read three times from the beginning:
@@ -38,19 +38,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.common import bench_env, describe_machine, remove_state, settings_from  # noqa: E402
-from stream.contract import InvalidEvent, Limits, parse_interaction  # noqa: E402
-from stream.datasets import load_ml100k  # noqa: E402
-from stream.kafka_admin import ensure_topics  # noqa: E402
-from stream.kafka_local import LocalKafka  # noqa: E402
-from stream.kafka_security import new_consumer  # noqa: E402
-from stream.replay import replay  # noqa: E402
-from stream.settings import Settings  # noqa: E402
-from stream.user_state import apply_interactions, event_time_order  # noqa: E402
-from stream.worker import WorkerProcess  # noqa: E402
+from streamrec.bench.common import bench_env, describe_machine, remove_state, settings_from
+from streamrec.stream.kafka.admin import ensure_topics
+from streamrec.stream.kafka.local import LocalKafka
+from streamrec.stream.kafka.security import new_consumer
+from streamrec.stream.settings import Settings
+from streamrec.stream.tools.datasets import load_ml100k
+from streamrec.stream.tools.replay import replay
+from streamrec.stream.worker.contract import InvalidEvent, Limits, parse_interaction
+from streamrec.stream.worker.process import WorkerProcess
+from streamrec.stream.worker.user_state import apply_interactions, event_time_order
 
 
 async def raw_loop(settings: Settings, total: int, same_work: bool) -> float:
@@ -125,11 +122,11 @@ def faust_worker(settings: Settings, env: dict[str, str], total: int, log: Path)
 
 
 def faust_empty_agent(env: dict[str, str], total: int, out: Path) -> float:
-    script = Path(__file__).with_name("faust_empty_agent.py")
-    env = {**os.environ, **env, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, **env}
     done = subprocess.run(
-        [sys.executable, str(script), str(total), str(out)], env=env, capture_output=True, timeout=900
-    )
+        [sys.executable, "-m", "streamrec.bench.faust_empty_agent", str(total), str(out)],
+        env=env, capture_output=True, timeout=900,
+    )  # fmt: skip
     if not out.exists():
         raise RuntimeError(f"empty agent failed:\n{done.stdout.decode()[-2000:]}{done.stderr.decode()[-2000:]}")
     return float(out.read_text())
@@ -211,7 +208,7 @@ def main() -> None:
     remove_state(env)
     print(f"produced {results['events']:,} interactions, {args.partitions} partitions per topic")
     print(f"machine: {describe_machine()['summary']}")
-    print("command: .venv/bin/python bench/ingest.py " + " ".join(sys.argv[1:]))
+    print("command: .venv/bin/python -m streamrec.bench.ingest " + " ".join(sys.argv[1:]))
     print(f"{'loop':<16}{'events/s':>12}{'faust / loop':>16}")
     for name, rate in results["events_per_s"].items():
         print(f"{name:<16}{rate:>12,.0f}{results['worker_over'][name]:>16.2f}")

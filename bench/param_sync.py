@@ -1,6 +1,6 @@
 """What item-parameter sync costs a worker, per record, and what that means for a cluster of N workers.
 
-    .venv/bin/python bench/param_sync.py [--items 1682] [--dim 64] [--rounds 20]
+    .venv/bin/python -m streamrec.bench.param_sync [--items 1682] [--dim 64] [--rounds 20]
 
 Trains a model (the worker's default configuration) on ML-100K micro-batches as the stream worker
 would, collects its contributions every ``--batches-per-round`` steps as the publishing timer
@@ -15,16 +15,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.common import observation_batches  # noqa: E402
-from models.parameter_sync import ItemContribution, ItemParameterSync  # noqa: E402
-from models.recommender import Recommender, RecommenderConfig  # noqa: E402
-from models.training import OnlineTrainer  # noqa: E402
-from stream.datasets import load_ml100k  # noqa: E402
+from streamrec.bench.common import observation_batches
+from streamrec.models.learner import OnlineTrainer
+from streamrec.models.parameter_sync import ItemContribution, ItemParameterSync
+from streamrec.models.recommender import Recommender, RecommenderConfig
+from streamrec.stream.tools.datasets import load_ml100k
 
 
 def main() -> None:
@@ -67,7 +63,7 @@ def main() -> None:
     train_per_event = train_s / events
     per_record = (collect_s + encode_s + merge_s) / contributions
     merge_per_record = (encode_s / 2 + merge_s) / contributions
-    print("command: .venv/bin/python bench/param_sync.py " + " ".join(sys.argv[1:]))
+    print("command: .venv/bin/python -m streamrec.bench.param_sync " + " ".join(sys.argv[1:]))
     print(f"{events:,} events in {steps} steps of {args.batch_size}; {contributions:,} contributions published")
     print(f"training: {train_per_event * 1e3:.3f} ms/event in the step ({1 / train_per_event:,.0f} events/s)")
     print(f"contributions per publish round: {per_step:,.0f} (of {len(a.items):,} items)")

@@ -19,8 +19,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from bench.common import MODEL_NAMES, SLICE_NAMES, to_train
-from models.evaluation import OVERALL
+from streamrec.bench.common import MODEL_NAMES, SLICE_NAMES, to_train
+from streamrec.models.evaluation import OVERALL
 
 
 @dataclass(frozen=True)

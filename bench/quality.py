@@ -1,6 +1,6 @@
 """Prequential quality, training throughput and freshness of the running service on MovieLens-100K.
 
-    .venv/bin/python bench/quality.py [--rate 2000] [--limit N]
+    .venv/bin/python -m streamrec.bench.quality [--rate 2000] [--limit N]
 
 Starts the embedded Kafka broker and the service as ``streamrec demo`` runs it (a stream worker
 with the default settings: the model, the three baselines in their own process and, with
@@ -30,18 +30,15 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.common import MODEL_NAMES, bench_env, describe_machine, remove_state, settings_from, to_train  # noqa: E402
-from models.evaluation import COLD_USER, LONG_TAIL, OVERALL  # noqa: E402
-from stream.datasets import load_ml100k  # noqa: E402
-from stream.kafka_admin import ensure_topics, read_topic  # noqa: E402
-from stream.kafka_local import LocalKafka  # noqa: E402
-from stream.publisher import SOURCE_TS_HEADER  # noqa: E402
-from stream.replay import Pacing, replay  # noqa: E402
-from stream.settings import Settings  # noqa: E402
-from stream.worker import WorkerProcess  # noqa: E402
+from streamrec.bench.common import MODEL_NAMES, bench_env, describe_machine, remove_state, settings_from, to_train
+from streamrec.models.evaluation import COLD_USER, LONG_TAIL, OVERALL
+from streamrec.stream.kafka.admin import ensure_topics, read_topic
+from streamrec.stream.kafka.local import LocalKafka
+from streamrec.stream.settings import Settings
+from streamrec.stream.tools.datasets import load_ml100k
+from streamrec.stream.tools.replay import Pacing, replay
+from streamrec.stream.worker.process import WorkerProcess
+from streamrec.stream.worker.publisher import SOURCE_TS_HEADER
 
 
 def latencies(settings: Settings) -> np.ndarray:
@@ -247,7 +244,7 @@ def main() -> None:
     table = figures["metrics"]
     lat = figures["latency_s"]
     print(f"machine: {describe_machine()['summary']}")
-    print("command: .venv/bin/python bench/quality.py " + " ".join(sys.argv[1:]))
+    print("command: .venv/bin/python -m streamrec.bench.quality " + " ".join(sys.argv[1:]))
     print(
         f"{figures['events']:,} interactions replayed at {figures['replay_rate_achieved']:,.0f} events/s "
         f"(target {args.rate:,.0f}) → {figures['applied']:,} applied + {figures['dead_letters']:,} dead letters + "

@@ -1,8 +1,8 @@
 """Prequential quality on MovieLens-100K, in process: the model and both baselines, one protocol.
 
-    .venv/bin/python bench/quality_offline.py [--limit N] [--batch 256] [--dim 64]
+    .venv/bin/python -m streamrec.bench.quality_offline [--limit N] [--batch 256] [--dim 64]
 
-For model development: the same test-then-train loop (:class:`models.training.OnlineTrainer`)
+For model development: the same test-then-train loop (:class:`streamrec.models.learner.OnlineTrainer`)
 that the service runs, without Kafka, so a change to the model is measured in a minute or two.
 Events are replayed in time order with each user's history as the stream worker keeps it (the
 last ``--history`` items). Prints one table: HR@10, NDCG@10 and Recall@20, overall / cold users /
@@ -16,18 +16,15 @@ import os
 import platform
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.common import observation_batches
-from models.baselines import default_baselines
-from models.evaluation import COLD_USER, LONG_TAIL, OVERALL
-from models.recommender import Recommender, RecommenderConfig
-from models.training import RECOMMENDER, OnlineTrainer
-from stream.datasets import load_ml100k
+from streamrec.bench.common import observation_batches
+from streamrec.models.baselines import default_baselines
+from streamrec.models.evaluation import COLD_USER, LONG_TAIL, OVERALL
+from streamrec.models.learner import RECOMMENDER, OnlineTrainer
+from streamrec.models.recommender import Recommender, RecommenderConfig
+from streamrec.stream.tools.datasets import load_ml100k
 
 
 def main() -> None:
@@ -52,7 +49,7 @@ def main() -> None:
     table = trainer.table()
     machine = f"{platform.node()} ({os.cpu_count()} cores)"
     print(f"machine: {machine}, torch {torch.__version__}, Python {platform.python_version()}")
-    print("command: .venv/bin/python bench/quality_offline.py " + " ".join(sys.argv[1:]))
+    print("command: .venv/bin/python -m streamrec.bench.quality_offline " + " ".join(sys.argv[1:]))
     print(f"{events:,} events, {trainer.unrankable:,} unrankable (item never seen before), {seconds:.0f}s "
           f"({events / seconds:,.0f} events/s scored and trained, all models)")  # fmt: skip
     header = f"{'model':<24}" + "".join(

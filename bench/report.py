@@ -14,10 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import plots
-from bench.common import MODEL_NAMES, SLICE_NAMES
-from bench.plots import Caption
-from models.evaluation import OVERALL
+from streamrec.bench import plots
+from streamrec.bench.common import MODEL_NAMES, SLICE_NAMES
+from streamrec.bench.plots import Caption
+from streamrec.models.evaluation import OVERALL
 
 ARMS = {
     "none": "real samples only",

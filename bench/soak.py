@@ -1,6 +1,6 @@
 """Soak: a sustained replay for several minutes; is the stream worker's memory bounded, and its lag?
 
-    .venv/bin/python bench/soak.py [--minutes 5] [--rate 1000] [--warmup-s 60] [--set KEY=VALUE ...]
+    .venv/bin/python -m streamrec.bench.soak [--minutes 5] [--rate 1000] [--warmup-s 60] [--set KEY=VALUE ...]
 
 Starts the embedded broker and one stream worker process (default settings: the model and the
 three baselines in their own process; ``--set augment=true`` etc. change any setting), then
@@ -36,18 +36,15 @@ import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import orjson
 
-import orjson  # noqa: E402
-
-from bench.common import bench_env, to_train  # noqa: E402
-from stream.datasets import load_ml100k  # noqa: E402
-from stream.kafka_admin import ensure_topics, start_client  # noqa: E402
-from stream.kafka_local import LocalKafka  # noqa: E402
-from stream.replay import producer_for  # noqa: E402
-from stream.settings import Settings  # noqa: E402
-from stream.worker import WorkerProcess  # noqa: E402
+from streamrec.bench.common import bench_env, to_train
+from streamrec.stream.kafka.admin import ensure_topics, start_client
+from streamrec.stream.kafka.local import LocalKafka
+from streamrec.stream.settings import Settings
+from streamrec.stream.tools.datasets import load_ml100k
+from streamrec.stream.tools.replay import producer_for
+from streamrec.stream.worker.process import WorkerProcess
 
 
 @dataclass

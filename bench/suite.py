@@ -30,19 +30,19 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.ablation import ArmConfig, run_ablation
-from bench.common import bench_env, describe_machine, remove_state, settings_from
-from bench.external_producers import as_dicts as producer_dicts
-from bench.external_producers import run_matrix
-from bench.external_producers import summary as producer_summary
-from bench.ingest import run_ingest
-from bench.quality import run_service
-from bench.torture import TortureConfig
-from bench.torture import run_once as run_torture
-from bench.worker import BatcherConfig, batch_sweep
-from stream.datasets import load_ml100k
-from stream.kafka_local import LocalKafka
-from stream.settings import Settings
+from streamrec.bench.ablation import ArmConfig, run_ablation
+from streamrec.bench.common import bench_env, describe_machine, remove_state, settings_from
+from streamrec.bench.external_producers import as_dicts as producer_dicts
+from streamrec.bench.external_producers import run_matrix
+from streamrec.bench.external_producers import summary as producer_summary
+from streamrec.bench.ingest import run_ingest
+from streamrec.bench.quality import run_service
+from streamrec.bench.torture import TortureConfig
+from streamrec.bench.torture import run_once as run_torture
+from streamrec.bench.worker import BatcherConfig, batch_sweep
+from streamrec.stream.kafka.local import LocalKafka
+from streamrec.stream.settings import Settings
+from streamrec.stream.tools.datasets import load_ml100k
 
 SECTIONS = ("ingest", "service", "ablation", "inference", "delivery")
 
@@ -120,7 +120,7 @@ def run_suite(
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run ``sections`` and return every figure (JSON-ready), with the command and ``machine``
-    (default: :func:`~bench.common.describe_machine`)."""
+    (default: :func:`~streamrec.bench.common.describe_machine`)."""
     import torch
 
     unknown = set(sections) - set(SECTIONS)

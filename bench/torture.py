@@ -1,6 +1,6 @@
 """Rebalance torture: stream workers join, leave and are killed with -9 while a producer writes, on a loaded CPU.
 
-    .venv/bin/python bench/torture.py [--minutes 5] [--runs 20] [--producer aiokafka|crc32|murmur2] [--seed 0]
+    .venv/bin/python -m streamrec.bench.torture [--minutes 5] [--runs 20] [--producer aiokafka|crc32|murmur2] [--seed 0]
 
 One run starts three stream workers of one application on 6 partitions per input topic (12 input
 partitions), one busy-loop process per core, and a producer writing interactions at a steady rate
@@ -21,7 +21,7 @@ A failed run keeps its state directory: the workers' logs and ``ledger.json`` (e
 with its event id and whether it is trainable, every lineage's ranges, the checks).
 
 The producer is ours (``aiokafka``: keyed by user id, murmur2, every event on its user's home
-partition) or an external librdkafka one (confluent-kafka, ``tests/integration/external_producer.py``)
+partition) or an external librdkafka one (confluent-kafka, ``bench/librdkafka_client.py``)
 with its default partitioner ``crc32`` (``consistent_random``: most events land off their home
 partition and the worker forwards them; a worker killed after forwarding and before committing
 forwards them again, so copies of one event reach the home partition) or ``murmur2``
@@ -79,7 +79,7 @@ its event id and user. Each check is one line of the verdict.
 ``clean-stops`` and ``no-unexpected-exits``
     Every SIGTERM'd worker exited with code 0 within its timeout; no worker exited by itself.
 
-Run as ``.venv/bin/python bench/torture.py``; ``tests/integration/test_torture.py`` runs the same
+Run as ``.venv/bin/python -m streamrec.bench.torture``; ``tests/integration/test_torture.py`` runs the same
 harness, shorter, in ``make test``.
 """
 
@@ -107,23 +107,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import orjson
+from aiokafka.partitioner import murmur2
 
-import orjson  # noqa: E402
-from aiokafka.partitioner import murmur2  # noqa: E402
-
-from bench.common import bench_env, free_port, settings_from  # noqa: E402
-from stream.settings import Settings  # noqa: E402
-from stream.user_state import event_id_digest  # noqa: E402
-from stream.worker import WorkerProcess  # noqa: E402
+from streamrec.bench.common import bench_env, free_port, settings_from
+from streamrec.stream.settings import Settings
+from streamrec.stream.worker.process import WorkerProcess
+from streamrec.stream.worker.user_state import event_id_digest
 
 ProducerKind = Literal["aiokafka", "crc32", "murmur2"]
 PRODUCERS: tuple[ProducerKind, ...] = ("aiokafka", "crc32", "murmur2")
 ACTIONS = ("join", "leave", "kill")
 BASE_TS = 874_724_710_000  # event time of the first event (ML-100K's era; inside the contract's range)
-# What the learner logs for a batch that starts past the model's offset (stream/learner.py: _note_jumps).
+# What the learner logs for a batch that starts past the model's offset (stream/worker/learner.py: _note_jumps).
 JUMP_LINE = "offsets never trained"
 # Lines worth counting in a worker's log: the jump above, and what a crash or a dropped record leaves.
 LOG_MARKERS = {
@@ -133,7 +129,7 @@ LOG_MARKERS = {
     "critical": "[CRITICAL]",
     "crashed": "Crashed",
     "rewinding": "rewinding ",
-    # stream/consumer.py's guard against Faust's recovery going on after a rebalance it missed
+    # stream/kafka/consumer.py's guard against Faust's recovery going on after a rebalance it missed
     "recovery_restarted": "recovery interrupted by a rebalance",
 }
 
@@ -584,8 +580,8 @@ class SteadyProducer(threading.Thread):
         return self.settings.topic_purchases if event["type"] == "purchase" else self.settings.topic_clicks
 
     async def _aiokafka(self) -> None:
-        from stream.kafka_admin import start_client
-        from stream.replay import producer_for
+        from streamrec.stream.kafka.admin import start_client
+        from streamrec.stream.tools.replay import producer_for
 
         producer = producer_for(self.settings)
         await start_client(producer, self.settings)
@@ -601,7 +597,7 @@ class SteadyProducer(threading.Thread):
             await producer.stop()
 
     def _librdkafka(self) -> None:
-        from tests.integration.external_producer import interaction_record, produce
+        from streamrec.bench.librdkafka_client import interaction_record, produce
 
         partitioner = "consistent_random" if self.config.producer == "crc32" else "murmur2_random"
         started = time.monotonic()
@@ -771,7 +767,7 @@ class Torture:
 
     # --- drain -------------------------------------------------------------------------------------
     def log_ends(self) -> dict[str, int]:
-        from stream.kafka_admin import end_offsets
+        from streamrec.stream.kafka.admin import end_offsets
 
         return {
             f"{topic}:{p}": end
@@ -797,8 +793,8 @@ class Torture:
 
     def group(self) -> str:
         """The consumer group as the broker describes it: its state and number of members."""
-        from stream.kafka_admin import start_client
-        from stream.kafka_security import new_admin
+        from streamrec.stream.kafka.admin import start_client
+        from streamrec.stream.kafka.security import new_admin
 
         async def describe() -> str:
             admin = new_admin(self.settings)
@@ -852,7 +848,7 @@ class Torture:
 
     # --- the ledger --------------------------------------------------------------------------------
     def read_log(self) -> list[LogRecord]:
-        from stream.kafka_admin import read_topic
+        from streamrec.stream.kafka.admin import read_topic
 
         records = []
         for topic in self.settings.interaction_topics:
@@ -895,7 +891,7 @@ class Torture:
 
     def drops(self, users: Sequence[str]) -> dict[str, list[str]]:
         """For each of ``users``, where its ``events`` count went down in the ``user_state`` changelog."""
-        from stream.kafka_admin import read_topic
+        from streamrec.stream.kafka.admin import read_topic
 
         topic = f"{self.settings.app_id}-user_state-changelog"
         history: dict[str, list[tuple[int, int, int, int]]] = {user: [] for user in users}
@@ -950,8 +946,8 @@ class Torture:
 
     # --- the whole run -------------------------------------------------------------------------------
     def run(self) -> RunResult:
-        from stream.dead_letters import read_dead_letters
-        from stream.kafka_admin import ensure_topics
+        from streamrec.stream.kafka.admin import ensure_topics
+        from streamrec.stream.worker.dead_letters import read_dead_letters
 
         asyncio.run(ensure_topics(self.settings))
         busy = BusyLoops(self.config.busy_loops)
@@ -1087,7 +1083,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from stream.kafka_local import LocalKafka
+    from streamrec.stream.kafka.local import LocalKafka
 
     args = parse_args(argv)
     actions = tuple(a for a in args.actions.split(",") if a)

@@ -1,9 +1,9 @@
 """Inference worker batching efficiency: a realistic mixed request stream against ideal static batches.
 
-    .venv/bin/python bench/worker.py [--device cpu|cuda] [--random-weights] [--seconds 30]
+    .venv/bin/python -m streamrec.bench.worker [--device cpu|cuda] [--random-weights] [--seconds 30]
                                      [--mix embed=0.9,yes_no=0.1] [--max-batch 64] [--max-wait-ms 10]
 
-Runs the inference worker's own models and :class:`~models.inference.batcher.DynamicBatcher` in
+Runs the inference worker's own models and :class:`~streamrec.models.inference.batcher.DynamicBatcher` in
 process (the Kafka shell adds a constant per request that is not what this measures):
 
 1. **Ideal**: for each request kind, the throughput of static full batches (``--max-batch``) of
@@ -36,15 +36,14 @@ from typing import Any
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from models.augmentation.expansion import expansion_prompt
-from models.augmentation.text import item_text, paraphrase_prompt
-from models.inference import CausalLM, DynamicBatcher, TextEncoder
-from stream.datasets import load_ml100k
-from stream.inference_protocol import length_of
+from streamrec.models.augmentation.expansion import expansion_prompt
+from streamrec.models.augmentation.text import item_text, paraphrase_prompt
+from streamrec.models.inference import CausalLM, DynamicBatcher, TextEncoder
+from streamrec.stream.inference.protocol import length_of
+from streamrec.stream.tools.datasets import load_ml100k
 
 
 def payloads(kind: str, texts: list[str], rng: random.Random) -> Any:
@@ -287,7 +286,7 @@ def main() -> None:
 
     device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({os.cpu_count()} cores)"
     print(f"machine: {platform.node()}, {device}, torch {torch.__version__}, {args.threads} thread(s)")
-    print("command: .venv/bin/python bench/worker.py " + " ".join(sys.argv[1:]))
+    print("command: .venv/bin/python -m streamrec.bench.worker " + " ".join(sys.argv[1:]))
     print(f"models loaded in {load_s:.0f}s; weights: {'random' if args.random_weights else 'from the packages'}")
     print("ideal static batches: " + ", ".join(f"{k} {v:,.1f}/s (batch {batch_of[k]})" for k, v in ideals.items()))
     print(f"ideal for the mix {mix}: {ideal_mixed:,.1f} requests/s")

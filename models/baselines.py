@@ -6,7 +6,7 @@
   (each observed pair is a 1, plus sampled unobserved pairs as 0s).
 
 Both expose ``learn_one(user_id, item_id, ts_s, weight)`` and ``score_batch(user_ids, item_ids, now_s)``
-(one row of scores per user) so one evaluation loop (:mod:`models.training`) trains and ranks every
+(one row of scores per user) so one evaluation loop (:mod:`streamrec.models.learner`) trains and ranks every
 model over the same candidates, a micro-batch at a time.
 """
 

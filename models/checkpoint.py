@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from models.recommender import Recommender
+from streamrec.models.recommender import Recommender
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
@@ -42,7 +42,7 @@ class Checkpoint:
     offsets: Offsets
     path: Path
     saved_at: float
-    parameter_sync: dict[str, Any] | None = None  # models.parameter_sync state taken with the model
+    parameter_sync: dict[str, Any] | None = None  # streamrec.models.parameter_sync state taken with the model
 
 
 def save_checkpoint(

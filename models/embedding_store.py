@@ -1,6 +1,6 @@
 """A growable embedding table trained with sparse (row-wise) Adagrad.
 
-Rows appear as the vocabulary grows (:mod:`models.vocabulary`), so the table cannot be a fixed
+Rows appear as the vocabulary grows (:mod:`streamrec.models.vocabulary`), so the table cannot be a fixed
 ``nn.Embedding`` with a ``torch.optim`` optimiser whose state has a fixed shape. Instead the table
 owns its Adagrad accumulator, grows both by doubling, and updates only the rows a batch touched:
 each step costs O(rows touched), not O(table), and rows of idle ids are never decayed.
@@ -65,7 +65,7 @@ class EmbeddingStore:
     def reset_rows_for(self, rows: list[int], keys: list[str], seed: int) -> None:
         """Re-initialise ``rows`` from their ids: ``keys[n]``'s row starts at the same vector on every worker.
 
-        Used for item rows, whose parameters several workers add up (:mod:`models.parameter_sync`).
+        Used for item rows, whose parameters several workers add up (:mod:`streamrec.models.parameter_sync`).
         """
         if not rows:
             return

@@ -11,7 +11,7 @@ latest vector of every entity and a consumer can rebuild a vector index from it.
 
 :class:`ChangeTracker` publishes an entity only when its vector moved by more than a relative
 threshold since it was last published (records per second are capped by
-:class:`models.rate_limit.TokenBucket`). Pure, so the agent's behaviour is tested without Kafka.
+:class:`streamrec.models.rate_limit.TokenBucket`). Pure, so the agent's behaviour is tested without Kafka.
 """
 
 from __future__ import annotations

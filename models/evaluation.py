@@ -11,7 +11,6 @@ compare them with offline papers that use either.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,36 +22,19 @@ COLD_USER = "cold_user"
 LONG_TAIL = "long_tail"
 
 
-def rank_of_target(scores: np.ndarray, target: int, exclude: Iterable[int] = ()) -> int:
-    """1-based rank of ``scores[target]`` among the candidates that are not excluded.
-
-    Ties count against the target, so a model that scores everything equally gets the worst rank,
-    not a lucky one. The target itself is never excluded (a user may buy an item again).
-    """
-    candidates = np.ones(len(scores), dtype=bool)
-    excluded = np.fromiter(exclude, dtype=np.int64)
-    if excluded.size:
-        candidates[excluded] = False
-    candidates[target] = False
-    return 1 + int(np.count_nonzero(scores[candidates] >= scores[target]))
-
-
 def ranks_of_targets(scores: np.ndarray, targets: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """:func:`rank_of_target` for a batch: ``scores[B, N]``, ``targets[B]``, ``candidates[B, N]`` (bool).
+    """1-based rank of each target's score among its candidates.
 
-    ``candidates`` is False for excluded items; the target is never counted against itself.
+    ``scores[B, N]``, ``targets[B]``; ``candidates[B, N]`` (bool) is False for excluded items
+    (already seen). The target is never counted against itself, nor excluded (a user may buy an
+    item again). Ties count against the target, so a model that scores everything equally gets
+    the worst rank, not a lucky one.
     """
     rows = np.arange(len(targets))
     target_scores = scores[rows, targets]
     beaten_or_tied = (scores >= target_scores[:, None]) & candidates
     beaten_or_tied[rows, targets] = False
     return 1 + np.count_nonzero(beaten_or_tied, axis=1)
-
-
-def metrics_for_rank(rank: int) -> dict[str, float]:
-    if rank < 1:
-        raise ValueError("ranks start at 1")
-    return {name: float(values[0]) for name, values in metrics_for_ranks(np.array([rank])).items()}
 
 
 def metrics_for_ranks(ranks: np.ndarray) -> dict[str, np.ndarray]:
@@ -126,11 +108,6 @@ class PrequentialEvaluator:
         self.window = window
         self._slices: dict[str, _SliceStats] = {}
 
-    def update(self, rank: int, slices: Iterable[str] = ()) -> dict[str, float]:
-        names = list(slices)
-        self.update_many(np.array([rank]), {name: np.array([True]) for name in names})
-        return metrics_for_rank(rank)
-
     def update_many(self, ranks: np.ndarray, slices: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Add a batch of ranks; ``slices`` maps a slice name to a boolean mask over ``ranks``."""
         values = metrics_for_ranks(ranks)
@@ -201,15 +178,3 @@ class PopularityTracker:
 
     def is_long_tail(self, item_id: str) -> bool:
         return self.counts.get(item_id, 0) < self.head_threshold()
-
-
-def slices_for(
-    user_events_before: int, item_id: str, popularity: PopularityTracker, cold_user_max: int = 5
-) -> list[str]:
-    """The slices an event belongs to, judged on what was known *before* the event."""
-    found = []
-    if user_events_before < cold_user_max:
-        found.append(COLD_USER)
-    if popularity.is_long_tail(item_id):
-        found.append(LONG_TAIL)
-    return found

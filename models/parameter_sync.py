@@ -8,7 +8,7 @@ are therefore shared as a **state-based CRDT of per-worker contributions**:
 * every worker ``w`` keeps its *cumulative contribution* ``C_w[i]`` to each item ``i``: the sum of
   every change its own training made to the item's parameters since the item was first created;
 * an item's parameters on any worker are ``init(i) + Σ_w C_w[i]``, where ``init(i)`` depends only on
-  the item id and the seed (:meth:`models.recommender.Recommender.initial_item_parameters`), so
+  the item id and the seed (:meth:`streamrec.models.recommender.Recommender.initial_item_parameters`), so
   every worker starts an item at the same point;
 * every sync interval a worker publishes ``C_w[i]`` for the items it moved, keyed ``<w>/<i>`` on a
   compacted topic, with a per-worker sequence number. Compaction keeps the newest total per
@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.recommender import Recommender
+from streamrec.models.recommender import Recommender
 
 MAGIC = b"SRIP"
 FORMAT = 1

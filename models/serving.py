@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
-from models.recommender import Recommender
+from streamrec.models.recommender import Recommender
 
 MAX_K = 1000
 

@@ -1,1 +1,6 @@
-"""streamrec's streaming side: the Faust app, its agents, the local broker, replay and the CLI."""
+"""streamrec's streaming side, in four rooms that depend on each other one way.
+
+``tools`` (CLI, demo, replay) → ``worker`` (the stream worker's Faust app) → ``inference`` (the
+inference service's transport) → ``kafka`` (broker, admin, security, consumer); ``settings`` and
+``metrics`` sit underneath all of them. The maths they run is in :mod:`streamrec.models`.
+"""

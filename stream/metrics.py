@@ -54,7 +54,7 @@ class StreamWorkerCollector(Collector):
         consumer: Callable[[], Any] | None = None,
     ) -> None:
         self.ingest = ingest
-        self.consumer = consumer  # the consumer path's stats (stream/consumer.py), once the consumer exists
+        self.consumer = consumer  # the consumer path's stats (stream/kafka/consumer.py), once the consumer exists
         self.http = http
         self.learner = learner
         self.publisher = publisher
@@ -228,7 +228,7 @@ BATCH_BOUNDS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 
 
 def consumer_metrics(stats: Any) -> Iterator[Metric]:
-    """The consumer path's counters (stream/consumer.py ``ConsumerStats``)."""
+    """The consumer path's counters (stream/kafka/consumer.py ``ConsumerStats``)."""
     yield _single(counter("consumer_batches", "Batches handed to the agents, as fetched."), stats.batches)
     yield _single(counter("consumer_records", "Records handed to the agents."), stats.records)
     yield _single(counter("consumer_fetches_discarded", "Fetched partitions not handed over (a seek ran or the flow "
@@ -369,7 +369,7 @@ def exposition(registry: CollectorRegistry) -> tuple[bytes, str]:
 
 
 def consumer_stats(app: Any) -> Any:
-    """The consumer path's stats (stream/consumer.py), or None before the consumer exists or without it."""
+    """The consumer path's stats (stream/kafka/consumer.py), or None before the consumer exists or without it."""
     consumer = getattr(app, "_consumer", None)
     return getattr(consumer, "stats", None)
 

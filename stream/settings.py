@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from streamrec.stream.kafka.security import KafkaSecurity, local_user_problems
 
 
 class Settings(BaseSettings):
@@ -35,7 +35,9 @@ class Settings(BaseSettings):
     local_kafka_controller_port: int = Field(default=9093, ge=1, le=65535)
     local_kafka_version: str = "4.3.1"
     local_kafka_heap: str = "1g"
-    local_kafka_pom: Path = PROJECT_ROOT / "deploy" / "kafka" / "pom.xml"
+    local_kafka_pom: Path | None = Field(
+        default=None, description="A Maven pom for the broker's jars; unset: the one packaged with streamrec."
+    )
     local_kafka_start_timeout_s: float = 90.0
 
     # --- Where things live -----------------------------------------------------------------
@@ -205,7 +207,7 @@ class Settings(BaseSettings):
     def _aware(cls, value: datetime) -> datetime:
         return value if value.tzinfo else value.replace(tzinfo=UTC)
 
-    # --- Kafka security (stream/kafka_security.py; docs/security.md) --------------------------------
+    # --- Kafka security (stream/kafka/security.py; docs/security.md) --------------------------------
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
     kafka_sasl_username: str | None = None
@@ -247,12 +249,25 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _kafka_security_consistent(self) -> Settings:
-        from stream.kafka_security import KafkaSecurity, local_user_problems
-
-        problems = KafkaSecurity.from_settings(self).problems() + local_user_problems(self.local_kafka_sasl_users)
+        problems = self.kafka_security.problems() + local_user_problems(self.local_kafka_sasl_users)
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @cached_property
+    def kafka_security(self) -> KafkaSecurity:
+        """How every Kafka client authenticates and encrypts (``STREAMREC_KAFKA_*``)."""
+        return KafkaSecurity(
+            protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password=self.kafka_sasl_password,
+            ssl_cafile=self.kafka_ssl_cafile,
+            ssl_certfile=self.kafka_ssl_certfile,
+            ssl_keyfile=self.kafka_ssl_keyfile,
+            ssl_key_password=self.kafka_ssl_key_password,
+            ssl_check_hostname=self.kafka_ssl_check_hostname,
+        )
 
     @cached_property
     def uses_embedded_kafka(self) -> bool:

@@ -18,7 +18,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-OUT = Path(__file__).parent / "dashboards" / "streamrec.json"
+# Package data (streamrec.stream/dashboards): `streamrec dashboard` prints it, compose mounts the folder.
+OUT = Path(__file__).resolve().parents[2] / "stream" / "dashboards" / "streamrec.json"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 RATE = "$__rate_interval"
 

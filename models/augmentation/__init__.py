@@ -35,11 +35,11 @@ kind                   label  made by                       what it is
 
 The recommender treats every kind but ``real`` as a guess: augmented samples are no sightings for
 the vocabularies, add nothing to popularity, ``samples_trained`` or the replay buffer, and are
-dropped when their item has no row of its own (see :mod:`models.recommender`).
+dropped when their item has no row of its own (see :mod:`streamrec.models.recommender`).
 """
 
-from models.augmentation.budget import AdaptiveRatio
-from models.augmentation.expansion import (
+from streamrec.models.augmentation.budget import AdaptiveRatio
+from streamrec.models.augmentation.expansion import (
     LLM_NEGATIVE,
     LLM_POSITIVE,
     ExpansionConfig,
@@ -50,10 +50,17 @@ from models.augmentation.expansion import (
     pseudo_labels,
     rank_percentiles,
 )
-from models.augmentation.negatives import NEGATIVE, PopularityNegatives, PopularityNegativesConfig
-from models.augmentation.neighbours import CONTENT_NEIGHBOUR, ContentNeighbours, ContentNeighboursConfig
-from models.augmentation.sequence import MASK_ITEM, SEQ_CROP, SEQ_MASK, SEQ_REORDER, SequenceViews, SequenceViewsConfig
-from models.augmentation.text import (
+from streamrec.models.augmentation.negatives import NEGATIVE, PopularityNegatives, PopularityNegativesConfig
+from streamrec.models.augmentation.neighbours import CONTENT_NEIGHBOUR, ContentNeighbours, ContentNeighboursConfig
+from streamrec.models.augmentation.sequence import (
+    MASK_ITEM,
+    SEQ_CROP,
+    SEQ_MASK,
+    SEQ_REORDER,
+    SequenceViews,
+    SequenceViewsConfig,
+)
+from streamrec.models.augmentation.text import (
     WordNetSubstitution,
     clean_generation,
     content_vector,
@@ -61,8 +68,8 @@ from models.augmentation.text import (
     paraphrase_prompt,
     wordnet_synonyms,
 )
-from models.augmentation.wordnet_data import WordNetUnavailable, ensure_wordnet, use_wordnet
-from models.rate_limit import TokenBucket
+from streamrec.models.augmentation.wordnet_data import WordNetUnavailable, ensure_wordnet, use_wordnet
+from streamrec.models.rate_limit import TokenBucket
 
 KINDS = (SEQ_CROP, SEQ_MASK, SEQ_REORDER, CONTENT_NEIGHBOUR, NEGATIVE, LLM_POSITIVE, LLM_NEGATIVE)
 

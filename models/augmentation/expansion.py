@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.recommender import Sample
+from streamrec.models.recommender import Sample
 
 LLM_POSITIVE = "llm_positive"
 LLM_NEGATIVE = "llm_negative"
@@ -147,8 +147,17 @@ class PerUserCap:
     """At most ``max_per_user`` grants per user in any ``window_s`` of (event) time.
 
     Keeps one deque of grant times per user and forgets a user once the window has passed
-    (:meth:`prune`), so memory follows the active users. For :func:`pseudo_labels` build it as
+    (:meth:`prune`, run by :meth:`take` at most once per window of event time, so it costs O(users)
+    per window rather than per call), so memory follows the users active in the last two windows,
+    not every sparse user ever seen. For :func:`pseudo_labels` build it as
     ``PerUserCap(config.max_per_user, config.window_s)`` and keep it across calls.
+
+    >>> cap = PerUserCap(max_per_user=2, window_s=60.0)
+    >>> [cap.take(f"u{n}", 3, now=10.0 * n) for n in range(3)]
+    [2, 2, 2]
+    >>> _ = [cap.take(f"u{n}", 1, now=10.0 * n) for n in range(3, 1000)]
+    >>> len(cap) <= 13  # users granted in the last two windows only
+    True
     """
 
     def __init__(self, max_per_user: int, window_s: float) -> None:
@@ -157,6 +166,7 @@ class PerUserCap:
         self.max_per_user = max_per_user
         self.window_s = window_s
         self._grants: dict[str, deque[float]] = {}
+        self._pruned_at = -math.inf
 
     def __len__(self) -> int:
         return len(self._grants)
@@ -171,6 +181,8 @@ class PerUserCap:
 
     def take(self, user_id: str, n: int, now: float) -> int:
         """Ask for ``n`` grants for ``user_id`` at ``now``; returns how many are granted."""
+        if now - self._pruned_at >= self.window_s:
+            self.prune(now)
         granted = max(0, min(n, self.max_per_user - self.used(user_id, now)))
         if granted:
             self._grants.setdefault(user_id, deque()).extend([now] * granted)
@@ -178,6 +190,7 @@ class PerUserCap:
 
     def prune(self, now: float) -> None:
         """Forget users with no grant inside the window."""
+        self._pruned_at = now
         for user_id in [u for u in self._grants if self.used(u, now) == 0]:
             del self._grants[user_id]
 

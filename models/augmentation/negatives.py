@@ -18,7 +18,7 @@ and the user may simply not have reached the item yet.
 ``α`` < 1 flattens the distribution (α = 0 is uniform over unseen items with any interactions).
 Items with no real interaction have popularity 0 and are never drawn: nothing says they were
 exposed. The popularity comes in as ``(item_ids, counts)`` arrays or a callable returning them
-(``Recommender.item_popularity`` in the service). Each draw costs O(catalogue); with a large
+(:meth:`Recommender.item_popularity` in the service). Each draw costs O(catalogue); with a large
 catalogue, set ``negatives.popularity = model.item_popularity()`` once per micro-batch rather than
 passing the callable, which is called on every draw.
 """
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.recommender import Sample
+from streamrec.models.recommender import Sample
 
 NEGATIVE = "negative"
 

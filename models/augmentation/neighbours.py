@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
-from models.recommender import Sample
+from streamrec.models.recommender import Sample
 
 CONTENT_NEIGHBOUR = "content_neighbour"
 

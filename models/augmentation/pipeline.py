@@ -5,7 +5,7 @@ stream worker and the ablation benchmark, so both run the same code:
 
 * **In the training step** (:meth:`Augmentation.step_samples`, called with the model lock held):
   the cheap operators — sequence views, content neighbours, popularity-aware negatives — make
-  samples for each real event, as many as :class:`~models.augmentation.budget.AdaptiveRatio`
+  samples for each real event, as many as :class:`~streamrec.models.augmentation.budget.AdaptiveRatio`
   allows for the user's and item's sparsity, within a per-second :class:`TokenBucket`. The
   step also collects the LLM pseudo-interactions that arrived since the last step.
 * **Beside the stream** (async, through an :data:`Infer` callable: the Kafka inference client in
@@ -32,8 +32,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from models.augmentation.budget import AdaptiveRatio
-from models.augmentation.expansion import (
+from streamrec.models.augmentation.budget import AdaptiveRatio
+from streamrec.models.augmentation.expansion import (
     ExpansionConfig,
     PerUserCap,
     candidates_by_content,
@@ -41,12 +41,12 @@ from models.augmentation.expansion import (
     pseudo_labels,
     rank_percentiles,
 )
-from models.augmentation.negatives import PopularityNegatives, PopularityNegativesConfig
-from models.augmentation.neighbours import ContentNeighbours, ContentNeighboursConfig
-from models.augmentation.sequence import SequenceViews, SequenceViewsConfig
-from models.augmentation.text import WordNetSubstitution, clean_generation, content_vector, paraphrase_prompt
-from models.rate_limit import TokenBucket
-from models.recommender import Recommender, Sample
+from streamrec.models.augmentation.negatives import PopularityNegatives, PopularityNegativesConfig
+from streamrec.models.augmentation.neighbours import ContentNeighbours, ContentNeighboursConfig
+from streamrec.models.augmentation.sequence import SequenceViews, SequenceViewsConfig
+from streamrec.models.augmentation.text import WordNetSubstitution, clean_generation, content_vector, paraphrase_prompt
+from streamrec.models.rate_limit import TokenBucket
+from streamrec.models.recommender import Recommender, Sample
 
 # (kind, payloads) -> one result per payload, None where the request failed, expired or was dropped
 Infer = Callable[[str, list[dict[str, Any]]], Awaitable[list[Any]]]
@@ -148,7 +148,7 @@ class Augmentation:
         now = self.clock()
         for o in events:
             event = o.event
-            item_events = _item_count(model, event.item_id)
+            item_events = model.item_count(event.item_id)
             wanted = self.ratio(len(o.history), item_events)
             granted = self.bucket.take(wanted, now) if wanted else 0
             if not granted:
@@ -190,11 +190,9 @@ class Augmentation:
 
     def _popularity(self) -> tuple[list[str], np.ndarray]:
         if self._popularity_cache is None:
-            model = self._model
-            assert model is not None
-            item_ids, rows = model.items.assigned()
-            index = torch.tensor(rows, dtype=torch.long)
-            self._popularity_cache = (item_ids, model.popularity[index].cpu().numpy())
+            assert self._model is not None
+            item_ids, counts = self._model.item_popularity()
+            self._popularity_cache = (item_ids, counts.numpy())
         return self._popularity_cache
 
     # --- beside the stream: content vectors from item texts -----------------------------------------
@@ -394,8 +392,3 @@ class Augmentation:
             "pending": len(self._pending),
             "paraphrases_waiting": len(self._to_paraphrase),
         }
-
-
-def _item_count(model: Recommender, item_id: str) -> int:
-    row = model.items.row(item_id)
-    return int(model.popularity[row]) if item_id in model.items else 0

@@ -22,7 +22,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from models.recommender import Sample
+from streamrec.models.recommender import Sample
 
 MASK_ITEM = " [mask] "  # never a real item id: ids are stripped of whitespace by the contract
 

@@ -15,7 +15,7 @@ Rewrites come from two sources:
   its output filtered by :func:`clean_generation`.
 
 Nothing here loads a model or downloads anything; WordNet comes from the local cache prepared by
-:mod:`models.augmentation.wordnet_data`.
+:mod:`streamrec.models.augmentation.wordnet_data`.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def wordnet_synonyms(word: str, max_senses: int = 2) -> list[str]:
     common adjective sense), not "weather" (a rare verb sense). Only senses of
     which the *surface form* is itself a lemma are used, so inflected forms ("films", "thrilling"
     as a form of "thrill") are left alone rather than replaced by an uninflected synonym. Needs
-    WordNet on ``nltk.data.path`` (see :func:`models.augmentation.wordnet_data.use_wordnet`).
+    WordNet on ``nltk.data.path`` (see :func:`streamrec.models.augmentation.wordnet_data.use_wordnet`).
     """
     return list(_cached_synonyms(word.lower(), max_senses))
 
@@ -106,9 +106,7 @@ def _cached_synonyms(word: str, max_senses: int) -> tuple[str, ...]:
     try:
         synsets = wordnet.synsets(word)
     except LookupError as exc:
-        raise LookupError(
-            "WordNet is not on nltk.data.path: call models.augmentation.wordnet_data.use_wordnet(cache_dir) first"
-        ) from exc
+        raise LookupError("WordNet is not on nltk.data.path: call wordnet_data.use_wordnet(cache_dir) first") from exc
     senses = []
     for order, synset in enumerate(synsets):
         for lemma in synset.lemmas():

@@ -17,9 +17,9 @@ backends. Typical wiring::
 Importing this package does not import transformers; the backends load it when a model is built.
 """
 
-from models.inference.backends import CausalLM, TextEncoder, minilm_path, pick_device, smollm2_location
-from models.inference.batcher import BatcherStats, BatcherStopped, DynamicBatcher, Expired, QueueFull
-from models.inference.cache import EmbeddingCache
+from streamrec.models.inference.backends import CausalLM, TextEncoder, minilm_path, pick_device, smollm2_location
+from streamrec.models.inference.batcher import BatcherStats, BatcherStopped, DynamicBatcher, Expired, QueueFull
+from streamrec.models.inference.cache import EmbeddingCache
 
 __all__ = [
     "BatcherStats",

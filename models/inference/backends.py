@@ -7,7 +7,7 @@ model of the same family without code changes.
 
 Every public method takes a *list* and runs one padded forward pass (or a few, for very long lists):
 batching is what makes a transformer affordable in a stream (two to three orders of magnitude on a
-GPU), and the :class:`~models.inference.batcher.DynamicBatcher` is what forms those lists. Methods are
+GPU), and the :class:`~streamrec.models.inference.batcher.DynamicBatcher` is what forms those lists. Methods are
 synchronous and not thread-safe on purpose: the batcher calls them from a single worker thread.
 """
 
@@ -286,44 +286,6 @@ class CausalLM:
         if not texts:
             return []
         return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=True)["input_ids"]]
-
-    def score(self, prompts: Sequence[str], continuations: Sequence[str]) -> np.ndarray:
-        """Total log-probability (natural log) of each continuation's tokens given its prompt.
-
-        The continuation is tokenised on its own and appended to the prompt's tokens, so its token
-        count does not depend on the prompt; put the separating space at its start (``" Yes"``). Only
-        the logits of the continuation positions are computed (``logits_to_keep``): the vocabulary
-        projection over every prompt position would dominate memory for long prompts.
-        """
-        if len(prompts) != len(continuations):
-            raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
-        if not prompts:
-            return np.zeros(0, dtype=np.float64)
-        sequences, targets = [], []
-        for prompt, continuation in zip(prompts, continuations, strict=True):
-            cont = list(self.tokenizer(continuation, add_special_tokens=False)["input_ids"])
-            if not cont:
-                raise ValueError(f"continuation {continuation!r} has no tokens")
-            if len(cont) >= self.max_length:
-                raise ValueError(f"continuation of {len(cont)} tokens does not fit max_length={self.max_length}")
-            context = self._context_ids(prompt)[-(self.max_length - len(cont)) :]
-            sequences.append(context + cont)
-            targets.append(cont)
-        ids, mask, positions = _left_pad(sequences, self.pad_id, self.device)
-        keep = max(len(t) for t in targets) + 1
-        with torch.inference_mode():
-            logits = self.model(
-                input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep, use_cache=False
-            ).logits
-            # logits[:, j] predicts the token at column width - keep + j + 1.
-            logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-            next_ids = ids[:, ids.shape[1] - keep + 1 :]
-            token_lp = logprobs.gather(-1, next_ids.unsqueeze(-1)).squeeze(-1)
-            lengths = torch.tensor([len(t) for t in targets], device=self.device)
-            cols = torch.arange(keep - 1, device=self.device).unsqueeze(0)
-            in_continuation = cols >= (keep - 1 - lengths).unsqueeze(1)
-            totals = (token_lp * in_continuation).sum(dim=1)
-        return totals.double().cpu().numpy()
 
     def _first_token_ids(self, words: Sequence[str]) -> list[int]:
         ids = []

@@ -4,7 +4,7 @@ A transformer forward pass costs about the same for 1 or 64 short inputs on a GP
 collects requests for a short while and runs them together. The batcher is the only place that
 decides *when* the model runs and *on what*:
 
-* **one kind per batch**: each request kind (``"embed"``, ``"score"``, ``"generate"``) has its own
+* **one kind per batch**: each request kind (``"embed"``, ``"yes_no"``, ``"generate"``) has its own
   handler, which takes a list of payloads and returns one result per payload;
 * **dispatch rule**: a batch goes when ``max_batch`` requests of one kind and length bucket are
   waiting, or when the oldest request has waited ``max_wait_s`` (latency bound under light load);

@@ -105,7 +105,7 @@ def test_the_committed_dashboard_is_what_its_generator_writes():
         [sys.executable, "-c", "import build_dashboard; print(build_dashboard.render(), end='')"],
         cwd=REPO / "deploy" / "grafana", capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
-    assert generated == (REPO / "deploy" / "grafana" / "dashboards" / "streamrec.json").read_text(), (
+    assert generated == (REPO / "stream" / "dashboards" / "streamrec.json").read_text(), (
         "run: .venv/bin/python deploy/grafana/build_dashboard.py"
     )
     board = json.loads(generated)
@@ -121,12 +121,12 @@ def test_grafana_provisioning_points_at_the_dashboard_and_prometheus():
     assert datasource["type"] == "prometheus" and datasource["url"] == "http://prometheus:9090"
     provider = yaml.safe_load((provisioning / "dashboards" / "streamrec.yaml").read_text())["providers"][0]
     mounts = SERVICES["grafana"]["volumes"]
-    assert f"./deploy/grafana/dashboards:{provider['options']['path']}:ro" in mounts
+    assert f"./stream/dashboards:{provider['options']['path']}:ro" in mounts
 
 
 def test_the_charts_copies_of_the_alerts_and_dashboard_are_current():
     chart_files = REPO / "helm" / "streamrec" / "files"
     assert (chart_files / "alerts.yml").read_text() == (REPO / "deploy" / "prometheus" / "alerts.yml").read_text()
     assert (chart_files / "dashboard.json").read_text() == (
-        REPO / "deploy" / "grafana" / "dashboards" / "streamrec.json"
+        REPO / "stream" / "dashboards" / "streamrec.json"
     ).read_text()

@@ -24,9 +24,9 @@ from typing import Any
 
 import pytest
 
-from stream.kafka_admin import end_offsets
-from stream.settings import Settings
-from stream.worker import WorkerProcess
+from streamrec.stream.kafka.admin import end_offsets
+from streamrec.stream.settings import Settings
+from streamrec.stream.worker.process import WorkerProcess
 
 pytestmark = pytest.mark.integration
 _counter = itertools.count()
@@ -47,7 +47,11 @@ def env_for(settings: dict[str, Any]) -> dict[str, str]:
 
 def streamrec(args: list[str], settings: dict[str, Any], **kwargs: Any) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "stream.cli", *args], env=env_for(settings), capture_output=True, text=True, **kwargs
+        [sys.executable, "-m", "streamrec.stream", *args],
+        env=env_for(settings),
+        capture_output=True,
+        text=True,
+        **kwargs,
     )
 
 

@@ -5,7 +5,7 @@ child's ``PYTHONPATH`` (Python imports it at start-up) wraps ``Ingestor.interact
 batch raises. Nothing in the product has a fault switch; the broker, Faust and the commit are the
 real ones.
 
-Before the worker failed fast (stream/agent_failure.py), this test saw Faust restart the agent
+Before the worker failed fast (stream/worker/agent_failure.py), this test saw Faust restart the agent
 and carry on: the crashed batch was never applied, some partitions stopped, and in 1 run of 11
 the restarted worker was missing events for good, because the batch had been acknowledged and
 committed behind the crash.
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stream.agent_failure import EXIT_AGENT_CRASHED
+from streamrec.stream.worker.agent_failure import EXIT_AGENT_CRASHED
 from tests.integration.conftest import Mismatch, input_log_ends, settings_of, wait_until
 from tests.integration.test_ingestion import expected_state, produce, valid_events
 from tests.integration.test_scale_out import users_match
@@ -28,9 +28,9 @@ from tests.integration.test_training import records_for
 CRASH_ON_BATCH = 3
 
 SITECUSTOMIZE = f"""
-import stream.ingest
+import streamrec.stream.worker.ingest
 
-_original = stream.ingest.Ingestor.interactions
+_original = streamrec.stream.worker.ingest.Ingestor.interactions
 _calls = 0
 
 
@@ -42,7 +42,7 @@ async def interactions(self, *args, **kwargs):
     return await _original(self, *args, **kwargs)
 
 
-stream.ingest.Ingestor.interactions = interactions
+streamrec.stream.worker.ingest.Ingestor.interactions = interactions
 """
 
 

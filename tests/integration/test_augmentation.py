@@ -19,7 +19,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.inference_client import InferenceClient
+from streamrec.stream.inference.client import InferenceClient
 from tests.integration.conftest import free_port, settings_of
 from tests.integration.test_ingestion import produce, topic_for
 

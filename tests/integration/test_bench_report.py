@@ -31,7 +31,7 @@ def quick_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, 
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_") and k != "KAFKA_BOOTSTRAP_SERVERS"}
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "bench", "--quick", "--out", str(out), "--machine", "ci-box"],
+        [sys.executable, "-m", "streamrec.stream", "bench", "--quick", "--out", str(out), "--machine", "ci-box"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     seconds = time.monotonic() - started

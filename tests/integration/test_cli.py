@@ -6,7 +6,7 @@ import json
 import re
 import time
 
-from stream.datasets import load_ml100k
+from streamrec.stream.tools.datasets import load_ml100k
 from tests.integration.conftest import streamrec
 
 

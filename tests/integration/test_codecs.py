@@ -20,11 +20,7 @@ from typing import Any
 
 import pytest
 
-from stream.ingest import partition_for_key
-from stream.kafka_admin import end_offsets
-from stream.kafka_local import LocalKafka
-from tests.integration.conftest import Mismatch, settings_of, wait_until
-from tests.integration.external_producer import (
+from streamrec.bench.librdkafka_client import (
     CODECS,
     Compression,
     Record,
@@ -33,6 +29,10 @@ from tests.integration.external_producer import (
     logged_batches,
     produce,
 )
+from streamrec.stream.kafka.admin import end_offsets
+from streamrec.stream.kafka.local import LocalKafka
+from streamrec.stream.worker.ingest import partition_for_key
+from tests.integration.conftest import Mismatch, settings_of, wait_until
 from tests.integration.test_faults import committed_offsets
 from tests.integration.test_ingestion import BASE_TS, expected_state, user_states
 

@@ -25,9 +25,9 @@ from typing import Any
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from models.checkpoint import Checkpoint, load_latest
-from stream.contract import Reason
-from stream.dead_letters import DeadLetter, read_dead_letters
+from streamrec.models.checkpoint import Checkpoint, load_latest
+from streamrec.stream.worker.contract import Reason
+from streamrec.stream.worker.dead_letters import DeadLetter, read_dead_letters
 from tests.integration.conftest import Worker, local_broker, settings_of, streamrec, wait_until
 from tests.integration.test_ingestion import BAD_EVENTS, expected_state, produce, user_states, valid_events
 from tests.integration.test_training import records_for
@@ -303,7 +303,7 @@ def test_worker_rides_out_broker_outages_and_applies_every_event_once(app_settin
     """The broker stopped cleanly, later killed, under a running worker: it stays up and carries on by itself.
 
     While the broker is down the worker stays alive, answers /health, and idles: its Kafka clients
-    retry with a backoff instead of spinning (stream/supervision.py; without it aiokafka's producer
+    retry with a backoff instead of spinning (stream/kafka/supervision.py; without it aiokafka's producer
     retried a metadata request about two thousand times a second and logged each failure twice).
     When the broker is back on the same data directory the worker reconnects without a restart, and
     every event produced before, between and after the outages is applied and trained exactly once.

@@ -5,7 +5,7 @@ producer can put on a topic (any bytes, any key, any headers, a tombstone, a rec
 or kcat sends but aiokafka would not) may stop it, lose an event, apply one twice, or file a dead
 letter under the wrong reason. Each record here is a known valid event, or a valid event with one
 known mutation, so what the worker must make of it (applied, or dead-lettered with which reason)
-is fixed before it is sent, without asking ``stream.contract``.
+is fixed before it is sent, without asking ``streamrec.stream.worker.contract``.
 
 Two runs, each against its own worker on the session's real broker:
 
@@ -44,8 +44,8 @@ from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from stream.contract import Reason
-from stream.dead_letters import read_dead_letters
+from streamrec.stream.worker.contract import Reason
+from streamrec.stream.worker.dead_letters import read_dead_letters
 from tests.integration.conftest import Worker
 
 pytestmark = pytest.mark.integration

@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from stream.contract import Reason
-from stream.dead_letters import read_dead_letters
+from streamrec.stream.worker.contract import Reason
+from streamrec.stream.worker.dead_letters import read_dead_letters
 from tests.integration.conftest import settings_of
 
 BASE_TS = 874_724_710_000

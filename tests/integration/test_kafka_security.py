@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-from stream.dead_letters import read_dead_letters
-from stream.inference_client import InferenceClient, RequestExpired
-from stream.kafka_admin import ensure_topics, start_client
-from stream.kafka_security import new_producer
-from stream.replay import producer_for
-from stream.settings import Settings
-from stream.worker import WorkerProcess
+from streamrec.stream.inference.client import InferenceClient, RequestExpired
+from streamrec.stream.kafka.admin import ensure_topics, start_client
+from streamrec.stream.kafka.security import new_producer
+from streamrec.stream.settings import Settings
+from streamrec.stream.tools.replay import producer_for
+from streamrec.stream.worker.dead_letters import read_dead_letters
+from streamrec.stream.worker.process import WorkerProcess
 from tests.integration.conftest import env_for, free_port, local_broker, streamrec
 
 pytestmark = pytest.mark.integration
@@ -177,7 +177,7 @@ class FakeModels:
 
 def test_inference_requests_and_results_round_trip_over_sasl_plain(sasl_broker, tmp_path):
     """The inference worker's consumer and producer and the stream side's client, all authenticated."""
-    from stream.inference_worker import InferenceWorker
+    from streamrec.stream.inference.worker import InferenceWorker
 
     values = client_settings(sasl_broker, tmp_path, "inference", kafka_sasl_mechanism="PLAIN")
     settings = Settings(**values)

@@ -22,13 +22,13 @@ from typing import Any
 import pytest
 import yaml
 
-from stream.kafka_local import port_open
+from streamrec.stream.kafka.local import port_open
 from tests import deploy_tools
 from tests.integration.conftest import free_port, streamrec
 from tests.integration.test_ingestion import BAD_EVENTS, produce
 
 REPO = Path(__file__).resolve().parents[2]
-DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "streamrec.json"
+DASHBOARD = REPO / "stream" / "dashboards" / "streamrec.json"
 ALERTS = REPO / "deploy" / "prometheus" / "alerts.yml"
 
 

@@ -6,7 +6,7 @@ expects one and reads the other finds most records "misrouted" and forwards them
 partition where their user's state lives: twice the traffic, and, before the copies carried
 their source position, every kill -9 made some events be applied and trained twice.
 
-Every producer here is librdkafka (confluent-kafka, :mod:`tests.integration.external_producer`),
+Every producer here is librdkafka (confluent-kafka, :mod:`streamrec.bench.librdkafka_client`),
 every worker a real process on the real broker:
 
 - our partition function is where librdkafka (and the Java partitioner) put each key;
@@ -33,12 +33,12 @@ import pandas as pd
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from stream.datasets import Dataset
-from stream.ingest import forwarded_from, partition_for_key
-from stream.kafka_admin import ensure_topics, read_topic
-from stream.replay import replay
+from streamrec.bench.librdkafka_client import Partitioner, catalogue_record, interaction_record, produce
+from streamrec.stream.kafka.admin import ensure_topics, read_topic
+from streamrec.stream.tools.datasets import Dataset
+from streamrec.stream.tools.replay import replay
+from streamrec.stream.worker.ingest import forwarded_from, partition_for_key
 from tests.integration.conftest import Mismatch, Worker, input_log_ends, settings_of, wait_until
-from tests.integration.external_producer import Partitioner, catalogue_record, interaction_record, produce
 from tests.integration.test_faults import FAST_FAILOVER, log_lines, model_stats
 from tests.integration.test_ingestion import BASE_TS, expected_state, topic_for
 from tests.integration.test_scale_out import member, spread_over, users_match

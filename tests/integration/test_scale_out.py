@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from models.recommender import Recommender
-from stream.learner import recommender_config
+from streamrec.models.recommender import Recommender
+from streamrec.stream.worker.learner import recommender_config
 from tests.integration.conftest import Mismatch, Worker, free_port, input_log_ends, settings_of, wait_until
 from tests.integration.test_ingestion import expected_state, produce, valid_events
 from tests.integration.test_training import records_for

@@ -1,7 +1,7 @@
 """The rebalance torture run, short: workers join, leave and are killed with -9 under a loaded CPU; the ledger holds.
 
 Both runs use ``bench/torture.py``'s harness (the same code and ledger as the five-minute runs of
-``.venv/bin/python bench/torture.py --runs 20``) on the session's broker, with a busy-loop process
+``.venv/bin/python -m streamrec.bench.torture --runs 20``) on the session's broker, with a busy-loop process
 per core for the whole run. What each check means is in that module's docstring; a failure's
 message names the check, the users and events missing or doubled, the first checkpoint whose
 training is off, and the worker log lines of any skipped offsets.
@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from bench.torture import (
+from streamrec.bench.torture import (
     CheckpointFacts,
     LogRecord,
     Torture,
@@ -31,7 +31,7 @@ from bench.torture import (
     index_log,
     user_problems,
 )
-from stream.user_state import event_id_digest
+from streamrec.stream.worker.user_state import event_id_digest
 
 T = "t.clicks"
 

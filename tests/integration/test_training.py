@@ -14,10 +14,10 @@ import numpy as np
 import orjson
 import pytest
 
-from models.checkpoint import load_latest
-from models.embeddings import EmbeddingRecord
-from stream.kafka_admin import read_topic
-from stream.publisher import SOURCE_TS_HEADER
+from streamrec.models.checkpoint import load_latest
+from streamrec.models.embeddings import EmbeddingRecord
+from streamrec.stream.kafka.admin import read_topic
+from streamrec.stream.worker.publisher import SOURCE_TS_HEADER
 from tests.integration.conftest import settings_of
 from tests.integration.test_ingestion import produce, topic_for, valid_events
 

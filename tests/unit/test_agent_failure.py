@@ -1,4 +1,4 @@
-"""An agent's exception ends the process before Faust can acknowledge the batch (stream/agent_failure.py)."""
+"""An agent's exception ends the process before Faust can acknowledge the batch (stream/worker/agent_failure.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import logging
 
 import pytest
 
-from stream.agent_failure import EXIT_AGENT_CRASHED, exit_on_error
+from streamrec.stream.worker.agent_failure import EXIT_AGENT_CRASHED, exit_on_error
 
 
 def test_an_exception_exits_with_code_70_after_logging_the_traceback(caplog):
     exits: list[int] = []
-    with caplog.at_level(logging.CRITICAL, logger="stream.agent_failure"):
+    with caplog.at_level(logging.CRITICAL, logger="streamrec.stream.worker.agent_failure"):
         with pytest.raises(KeyError), exit_on_error("ingest_interactions", exit_process=exits.append):
             raise KeyError("u1")
     assert exits == [EXIT_AGENT_CRASHED] == [70]

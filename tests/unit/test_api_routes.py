@@ -18,9 +18,9 @@ import faust
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from stream.api import owners_of, register_views
-from stream.ingest import IngestStats, Partitioner, partition_for_key
-from stream.settings import Settings
+from streamrec.stream.settings import Settings
+from streamrec.stream.worker.api import owners_of, register_views
+from streamrec.stream.worker.ingest import IngestStats, Partitioner, partition_for_key
 
 IDS = ["{x}", "}", "{", "a/b", "%2F", "..", "\x00nul", "🙂", "a?b#c", "sp ace", "\\", "x" * 256]
 

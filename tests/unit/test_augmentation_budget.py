@@ -2,8 +2,8 @@ import math
 
 import pytest
 
-from models.augmentation.budget import AdaptiveRatio
-from models.rate_limit import TokenBucket
+from streamrec.models.augmentation.budget import AdaptiveRatio
+from streamrec.models.rate_limit import TokenBucket
 
 
 def test_cold_users_and_items_get_the_most_heavy_users_none():
@@ -51,7 +51,7 @@ def test_take_all_is_all_or_nothing():
 
 
 def test_an_llm_budget_below_the_candidates_per_expansion_still_lets_expansions_through():
-    from models.augmentation.pipeline import Augmentation, AugmentationConfig
+    from streamrec.models.augmentation.pipeline import Augmentation, AugmentationConfig
 
     augmentation = Augmentation(AugmentationConfig(llm_budget_per_s=4, llm_candidates=8))
     assert augmentation.llm_bucket.take_all(8, now=0.0)

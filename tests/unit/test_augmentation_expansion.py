@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from models.augmentation.expansion import (
+from streamrec.models.augmentation.expansion import (
     LLM_NEGATIVE,
     LLM_POSITIVE,
     ExpansionConfig,
@@ -119,6 +119,15 @@ def test_per_user_cap_is_a_sliding_window():
     assert cap.used("u", 110.0) == 2  # the one from t=10 left too
     cap.prune(now=1_000.0)
     assert len(cap) == 0
+
+
+def test_per_user_cap_forgets_users_by_itself_so_memory_follows_the_active_users():
+    """Nothing calls prune() from outside: take() does, once per window of event time."""
+    cap = PerUserCap(max_per_user=2, window_s=60.0)
+    for n in range(10_000):  # one new sparse user every 10 s of event time
+        assert cap.take(f"u{n}", 1, now=10.0 * n) == 1
+        assert len(cap) <= 13  # the users granted in the last two windows, never all 10,000
+    assert cap.take("u9999", 5, now=99_990.0) == 1  # the live user's own grants are kept
 
 
 def test_pseudo_labels_respect_the_cap_across_calls():

@@ -1,7 +1,7 @@
 from collections import Counter
 
-from models.augmentation.negatives import NEGATIVE, PopularityNegatives, PopularityNegativesConfig
-from models.augmentation.neighbours import CONTENT_NEIGHBOUR, ContentNeighbours, ContentNeighboursConfig
+from streamrec.models.augmentation.negatives import NEGATIVE, PopularityNegatives, PopularityNegativesConfig
+from streamrec.models.augmentation.neighbours import CONTENT_NEIGHBOUR, ContentNeighbours, ContentNeighboursConfig
 
 NEIGHBOURS = {
     "a": [("b", 0.95), ("c", 0.9), ("d", 0.8), ("e", 0.6), ("f", 0.3)],
@@ -92,8 +92,8 @@ def test_with_the_recommender_an_unclicked_item_becomes_recommendable_to_its_com
     """
     import torch
 
-    from models.augmentation.sequence import SequenceViews
-    from models.recommender import Recommender, RecommenderConfig
+    from streamrec.models.augmentation.sequence import SequenceViews
+    from streamrec.models.recommender import Recommender, RecommenderConfig
     from tests.unit.test_recommender import SMALL, planted_stream
 
     samples, histories = planted_stream(events=1500, seed=1)

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.augmentation.pipeline import Augmentation, AugmentationConfig
-from models.recommender import Recommender, RecommenderConfig
-from models.training import Event, Observation, OnlineTrainer
+from streamrec.models.augmentation.pipeline import Augmentation, AugmentationConfig
+from streamrec.models.learner import Event, Observation, OnlineTrainer
+from streamrec.models.recommender import Recommender, RecommenderConfig
 from tests.unit.test_recommender import SMALL
 
 OFF = {"sequence": False, "neighbours": False, "negatives": False, "text": False, "llm": False}

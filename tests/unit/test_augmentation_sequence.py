@@ -3,7 +3,7 @@ import random
 
 import pytest
 
-from models.augmentation.sequence import (
+from streamrec.models.augmentation.sequence import (
     MASK_ITEM,
     SEQ_CROP,
     SEQ_MASK,

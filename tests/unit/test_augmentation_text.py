@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.augmentation import wordnet_data
-from models.augmentation.text import (
+from streamrec.models.augmentation import wordnet_data
+from streamrec.models.augmentation.text import (
     STOP_WORDS,
     WordNetSubstitution,
     clean_generation,
@@ -15,7 +15,13 @@ from models.augmentation.text import (
     paraphrase_prompt,
     wordnet_synonyms,
 )
-from models.augmentation.wordnet_data import LEXNAMES, WordNetUnavailable, ensure_wordnet, lexnames_text, use_wordnet
+from streamrec.models.augmentation.wordnet_data import (
+    LEXNAMES,
+    WordNetUnavailable,
+    ensure_wordnet,
+    lexnames_text,
+    use_wordnet,
+)
 
 SENTENCE = "A thrilling adventure film about a brave hero"
 

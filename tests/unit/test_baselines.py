@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from models.baselines import DecayedPopularity, RiverMF
+from streamrec.models.baselines import DecayedPopularity, RiverMF
 
 DAY = 86_400.0
 

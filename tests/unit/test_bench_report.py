@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from bench.common import to_train
-from bench.plots import hit_rate_interval, trailing_rates, until_done, windowed_means
-from bench.report import FIGURES, render, write_report
-from stream.cli import main
+from streamrec.bench.common import to_train
+from streamrec.bench.plots import hit_rate_interval, trailing_rates, until_done, windowed_means
+from streamrec.bench.report import FIGURES, render, write_report
+from streamrec.stream.tools.cli import main
 
 COMMAND = "streamrec bench --quick --out /tmp/x"
 MACHINE = "box-2cpu: 2-core Test CPU, 8 GiB, no GPU"

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.checkpoint import CheckpointError, list_checkpoints, load_latest, save_checkpoint
-from models.recommender import Recommender, RecommenderConfig, Sample
+from streamrec.models.checkpoint import CheckpointError, list_checkpoints, load_latest, save_checkpoint
+from streamrec.models.recommender import Recommender, RecommenderConfig, Sample
 from tests.unit.test_recommender import SMALL, planted_stream
 
 OFFSETS = {"streamrec.clicks": {0: 120, 1: 98}, "streamrec.purchases": {0: 40}}
@@ -87,7 +87,7 @@ import resource, signal, sys
 sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
 from pathlib import Path
 import torch
-from models.checkpoint import CheckpointError, save_checkpoint
+from streamrec.models.checkpoint import CheckpointError, save_checkpoint
 state = torch.load({str(tmp_path / "state.pt")!r}, weights_only=False)
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing us
 resource.setrlimit(resource.RLIMIT_FSIZE, ({good.stat().st_size // 2}, resource.RLIM_INFINITY))

@@ -1,6 +1,6 @@
-"""The consumer path (stream/consumer.py): batches as fetched, the rules behind its invariant, unreadable batches.
+"""The consumer path (stream/kafka/consumer.py): batches as fetched, the rules behind its invariant, unreadable batches.
 
-The consumer here is the real :class:`~stream.consumer.BatchConsumer` on a real Faust app, with
+The consumer here is the real :class:`~streamrec.stream.kafka.consumer.BatchConsumer` on a real Faust app, with
 its broker calls (the fetch, the seeks, the commit) replaced by recorded stand-ins, so that each
 rule is shown in isolation and in order. The live behaviour, real broker and processes, is in
 tests/integration (test_restart.py, test_scale_out.py, test_torture.py, test_codecs.py). The
@@ -28,7 +28,7 @@ from faust.tables import recovery as faust_recovery
 from faust.tables import table as faust_table
 from faust.transport import consumer as faust_consumer
 
-from stream.consumer import (
+from streamrec.stream.kafka.consumer import (
     Batch,
     BatchConsumer,
     ChangelogAckedTable,
@@ -40,7 +40,7 @@ from stream.consumer import (
     guard_fetch_results,
     install,
 )
-from stream.ingest import offset_ranges
+from streamrec.stream.worker.ingest import offset_ranges
 
 CLICKS_0, CLICKS_1 = TopicPartition("clicks", 0), TopicPartition("clicks", 1)
 GZIP, LZ4 = 1, 3
@@ -553,4 +553,6 @@ def test_a_record_is_what_the_tables_take_for_an_event():
     assert (r.message.topic, r.message.partition, r.message.offset, r.tp) == ("clicks", 2, 41, ("clicks", 2))
     import weakref
 
-    assert weakref.ref(r)() is r  # stream.ingest.writing_for keeps a weak reference to the current event
+    assert (
+        weakref.ref(r)() is r
+    )  # streamrec.stream.worker.ingest.writing_for keeps a weak reference to the current event

@@ -1,6 +1,5 @@
 import json
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 
 import jsonschema
 import orjson
@@ -8,18 +7,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.contract import (
+from streamrec.stream.worker.contract import (
     InvalidEvent,
     Limits,
     Reason,
     json_schemas,
+    packaged_schemas,
     parse_catalogue_item,
     parse_interaction,
 )
 
 LIMITS = Limits(max_event_bytes=1024, min_event_ms=631_152_000_000, max_future_skew_ms=3_600_000)
 NOW_MS = 1_800_000_000_000
-SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 
 
 def event(**overrides):
@@ -155,10 +154,13 @@ def test_arbitrary_documents_either_parse_or_raise_invalid_event(doc):
         pass
 
 
-def test_published_schemas_match_the_models():
+def test_packaged_schemas_match_the_models():
+    packaged = packaged_schemas()
+    assert sorted(packaged) == sorted(json_schemas())
     for name, schema in json_schemas().items():
-        published = json.loads((SCHEMAS / name).read_text())
-        assert published == json.loads(json.dumps(schema)), f"schemas/{name} is stale: run `streamrec schemas`"
+        assert packaged[name] == json.loads(json.dumps(schema)), (
+            f"stream/worker/schemas/{name} is stale: run `streamrec schemas --from-code --out stream/worker/schemas`"
+        )
 
 
 @pytest.mark.parametrize(
@@ -176,7 +178,7 @@ def test_published_schemas_match_the_models():
     ],
 )
 def test_json_schema_agrees_with_the_validator(doc, valid):
-    schema = json.loads((SCHEMAS / "interaction.schema.json").read_text())
+    schema = packaged_schemas()["interaction.schema.json"]
     validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
     assert validator.is_valid(doc) is valid
     try:

@@ -2,9 +2,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from stream.datasets import load_csv, load_ml100k
-from stream.replay import Pacing, RunStamp, new_run_id, shift_past, stamped_id
-from stream.user_state import event_id_digest
+from streamrec.stream.tools.datasets import load_csv, load_ml100k
+from streamrec.stream.tools.replay import Pacing, RunStamp, new_run_id, shift_past, stamped_id
+from streamrec.stream.worker.user_state import event_id_digest
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from stream.datasets import Dataset
-from stream.demo import (
+from streamrec.stream.tools.datasets import Dataset
+from streamrec.stream.tools.demo import (
     Accounting,
     DemoRun,
     NoRunToContinue,

@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from models.drift import DriftMonitor
+from streamrec.models.drift import DriftMonitor
 
 
 def test_no_alarm_on_a_stationary_loss():

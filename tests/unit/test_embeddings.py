@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.embeddings import ChangeTracker, EmbeddingRecord
-from models.rate_limit import TokenBucket
-from models.recommender import Recommender, RecommenderConfig
+from streamrec.models.embeddings import ChangeTracker, EmbeddingRecord
+from streamrec.models.rate_limit import TokenBucket
+from streamrec.models.recommender import Recommender, RecommenderConfig
 from tests.unit.test_recommender import SMALL, planted_stream
 
 

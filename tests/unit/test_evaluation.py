@@ -3,44 +3,51 @@ import math
 import numpy as np
 import pytest
 
-from models.evaluation import (
+from streamrec.models.evaluation import (
     COLD_USER,
     LONG_TAIL,
     PopularityTracker,
     PrequentialEvaluator,
     RollingMean,
-    metrics_for_rank,
-    rank_of_target,
+    metrics_for_ranks,
     ranks_of_targets,
-    slices_for,
 )
 
 
+def rank_of(scores: list[float] | np.ndarray, target: int, exclude: tuple[int, ...] = ()) -> int:
+    candidates = np.ones((1, len(scores)), dtype=bool)
+    candidates[0, list(exclude)] = False
+    return int(ranks_of_targets(np.asarray([scores], dtype=float), np.array([target]), candidates)[0])
+
+
+def metrics_of(rank: int) -> dict[str, float]:
+    return {name: float(values[0]) for name, values in metrics_for_ranks(np.array([rank])).items()}
+
+
 def test_rank_counts_only_candidates_that_are_not_excluded():
-    scores = np.array([0.9, 0.1, 0.5, 0.7, 0.3])
-    assert rank_of_target(scores, target=2) == 3
-    assert rank_of_target(scores, target=2, exclude=[0, 3]) == 1  # seen items removed
-    assert rank_of_target(scores, target=0, exclude=[0]) == 1  # the target is never excluded
+    scores = [0.9, 0.1, 0.5, 0.7, 0.3]
+    assert rank_of(scores, target=2) == 3
+    assert rank_of(scores, target=2, exclude=(0, 3)) == 1  # seen items removed
+    assert rank_of(scores, target=0, exclude=(0,)) == 1  # the target is never excluded
 
 
 def test_ties_count_against_the_target():
-    assert rank_of_target(np.zeros(100), target=42) == 100
+    assert rank_of(np.zeros(100), target=42) == 100
 
 
-def test_metrics_for_rank():
-    assert metrics_for_rank(1) == {"hr@10": 1.0, "ndcg@10": 1.0, "recall@20": 1.0, "mrr": 1.0}
-    third = metrics_for_rank(3)
+def test_metrics_for_ranks():
+    assert metrics_of(1) == {"hr@10": 1.0, "ndcg@10": 1.0, "recall@20": 1.0, "mrr": 1.0}
+    third = metrics_of(3)
     assert third["ndcg@10"] == pytest.approx(0.5) and third["mrr"] == pytest.approx(1 / 3)
-    assert metrics_for_rank(15) == {"hr@10": 0.0, "ndcg@10": 0.0, "recall@20": 1.0, "mrr": pytest.approx(1 / 15)}
+    assert metrics_of(15) == {"hr@10": 0.0, "ndcg@10": 0.0, "recall@20": 1.0, "mrr": pytest.approx(1 / 15)}
     with pytest.raises(ValueError):
-        metrics_for_rank(0)
+        metrics_for_ranks(np.array([2, 0]))
 
 
 def test_prequential_cumulative_rolling_and_slices():
     evaluator = PrequentialEvaluator(window=2)
-    evaluator.update(1, [COLD_USER])
-    evaluator.update(3)
-    evaluator.update(50, [COLD_USER, LONG_TAIL])
+    evaluator.update_many(np.array([1, 3, 50]), {COLD_USER: np.array([True, False, True]),
+                                                 LONG_TAIL: np.array([False, False, True])})  # fmt: skip
     assert evaluator.count() == 3 and evaluator.count(COLD_USER) == 2 and evaluator.count(LONG_TAIL) == 1
     assert evaluator.get("hr@10") == pytest.approx(2 / 3)
     assert evaluator.get("hr@10", rolling=True) == pytest.approx(1 / 2)  # last two events: ranks 3, 50
@@ -61,16 +68,6 @@ def test_long_tail_is_outside_the_top_fifth_by_popularity():
     assert popularity.is_long_tail("never-seen")
 
 
-def test_slices_use_what_was_known_before_the_event():
-    popularity = PopularityTracker(refresh_every=1)
-    for _ in range(5):
-        popularity.update("hit")
-    popularity.update("niche")
-    assert slices_for(0, "niche", popularity) == [COLD_USER, LONG_TAIL]
-    assert slices_for(4, "hit", popularity) == [COLD_USER]
-    assert slices_for(5, "hit", popularity) == []
-
-
 def test_batch_ranks_equal_one_at_a_time_ranks():
     rng = np.random.default_rng(3)
     scores = rng.integers(0, 5, size=(40, 30)).astype(float)  # small integers: many ties
@@ -80,7 +77,7 @@ def test_batch_ranks_equal_one_at_a_time_ranks():
     for b, ex in enumerate(excluded):
         candidates[b, ex] = False
     batch = ranks_of_targets(scores, targets, candidates)
-    single = [rank_of_target(scores[b], int(targets[b]), excluded[b]) for b in range(40)]
+    single = [rank_of(scores[b], int(targets[b]), tuple(excluded[b])) for b in range(40)]
     assert batch.tolist() == single
 
 
@@ -94,12 +91,12 @@ def test_rolling_mean_keeps_the_last_window_values_across_wraparound():
     assert rolling.get() == pytest.approx(7.5)
 
 
-def test_update_many_matches_update_one_by_one():
+def test_one_batch_equals_the_same_ranks_fed_one_at_a_time():
     ranks = np.array([1, 4, 12, 30, 2])
     cold = np.array([True, False, True, False, False])
     one, many = PrequentialEvaluator(window=3), PrequentialEvaluator(window=3)
     for rank, is_cold in zip(ranks, cold, strict=True):
-        one.update(int(rank), [COLD_USER] if is_cold else [])
+        one.update_many(np.array([rank]), {COLD_USER: np.array([is_cold])})
     many.update_many(ranks, {COLD_USER: cold})
     assert one.report().keys() == many.report().keys()
     for name, row in one.report().items():

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from models.inference.batcher import BatcherStopped, DynamicBatcher, Expired, QueueFull
+from streamrec.models.inference.batcher import BatcherStopped, DynamicBatcher, Expired, QueueFull
 
 
 class Recorder:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.inference import CausalLM, EmbeddingCache, TextEncoder, pick_device
+from streamrec.models.inference import CausalLM, EmbeddingCache, TextEncoder, pick_device
 
 # Nothing may come from a hub: the models load from the packages' folders. The backends import
 # transformers lazily, so these apply unless another module imported it first.
@@ -99,19 +99,6 @@ def test_random_weight_encoder_has_the_same_shape():
     random_encoder = TextEncoder.with_random_weights(device="cpu")
     vectors = random_encoder.embed(["Heat", "Fargo"])
     assert vectors.shape == (2, 384) and random_encoder.model_id.endswith("#random")
-
-
-def test_score_does_not_depend_on_the_batch(llm):
-    prompt = "The capital of France is"
-    long_prompt = "Here is a long list of movies that people enjoyed watching last year: " * 5
-    alone = llm.score([prompt], [" Paris"])
-    batched = llm.score([long_prompt, prompt, prompt], [" Toy Story (1995) and Heat", " Paris", " banana"])
-    assert llm.token_lengths([long_prompt])[0] > 10 * llm.token_lengths([prompt])[0]  # heavy left padding
-    assert alone.shape == (1,) and batched.shape == (3,) and np.isfinite(batched).all()
-    assert batched[1] == pytest.approx(alone[0], abs=1e-3)
-    assert alone[0] < 0 and batched[1] > batched[2]  # the model knows something
-    with pytest.raises(ValueError):
-        llm.score([prompt], [])
 
 
 def test_yes_no_gives_one_finite_margin_per_prompt(llm):

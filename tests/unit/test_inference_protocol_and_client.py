@@ -7,9 +7,9 @@ import asyncio
 import orjson
 import pytest
 
-from stream.inference_client import InferenceClient, RequestDropped, RequestExpired, RequestFailed
-from stream.inference_protocol import InferenceRequest, InferenceResult, InvalidRequest, now_ms
-from stream.settings import Settings
+from streamrec.stream.inference.client import InferenceClient, RequestDropped, RequestExpired, RequestFailed
+from streamrec.stream.inference.protocol import InferenceRequest, InferenceResult, InvalidRequest, now_ms
+from streamrec.stream.settings import Settings
 
 
 def request_bytes(**overrides) -> bytes:

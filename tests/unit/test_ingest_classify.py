@@ -11,8 +11,9 @@ import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from stream.contract import Limits, Reason, parse_interaction
-from stream.ingest import (
+from streamrec.stream.settings import Settings
+from streamrec.stream.worker.contract import Limits, Reason, parse_interaction
+from streamrec.stream.worker.ingest import (
     FORWARDED_FROM_OFFSET,
     FORWARDED_FROM_PARTITION,
     FORWARDED_FROM_TOPIC,
@@ -24,7 +25,6 @@ from stream.ingest import (
     partition_for_key,
     placement_warning,
 )
-from stream.settings import Settings
 from tests.unit.test_ingest_dead_letters import Event, Message, Producer  # the same fakes of Faust's events
 
 PARTITIONS = 4
@@ -210,7 +210,7 @@ def test_one_warning_per_interval_with_the_figures_not_one_per_batch(caplog: pyt
 
     def warnings_for(batches: list[tuple[float, int]]) -> list[str]:
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="stream.ingest"):
+        with caplog.at_level(logging.WARNING, logger="streamrec.stream.worker.ingest"):
             for at, first in batches:
                 now[0] = at
                 asyncio.run(ingest.interactions(batch(first)))
@@ -233,7 +233,7 @@ def test_a_batch_that_agrees_does_not_silence_the_next_one(caplog: pytest.LogCap
     users = users_where_partitioners_differ(2)
     now = [50.0]
     ingest, _, _ = ingestor(placement_warning_interval_s=60, clock=lambda: now[0])
-    with caplog.at_level(logging.WARNING, logger="stream.ingest"):
+    with caplog.at_level(logging.WARNING, logger="streamrec.stream.worker.ingest"):
         asyncio.run(ingest.interactions([record(0, users[0])]))  # on its murmur2 home
         now[0] = 51.0
         asyncio.run(
@@ -247,7 +247,7 @@ def test_no_warning_when_the_input_agrees_with_the_setting(caplog: pytest.LogCap
     users = users_where_partitioners_differ(3)
     ingest, user_state, forwarded = ingestor("crc32")
     events = [record(k, u, partition=partition_for_key(u, PARTITIONS, "crc32")) for k, u in enumerate(users)]
-    with caplog.at_level(logging.WARNING, logger="stream.ingest"):
+    with caplog.at_level(logging.WARNING, logger="streamrec.stream.worker.ingest"):
         trained = asyncio.run(ingest.interactions(events))
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert [e.interaction.event_id for e in trained] == ["e0", "e1", "e2"] and not forwarded.sent

@@ -1,4 +1,4 @@
-"""How :class:`stream.ingest.Ingestor` sends dead letters, with the producer's rules but no broker.
+"""How :class:`streamrec.stream.worker.ingest.Ingestor` sends dead letters, with the producer's rules but no broker.
 
 The fake producer enforces what aiokafka's ``AIOKafkaProducer.send`` enforces before anything
 reaches the wire (a record needs a key or a value): an agent that breaks that rule crashes, and a
@@ -13,9 +13,9 @@ from typing import Any
 
 import orjson
 
-from stream.contract import Limits, Reason
-from stream.dead_letters import from_record
-from stream.ingest import Ingestor, IngestStats, partition_for_key
+from streamrec.stream.worker.contract import Limits, Reason
+from streamrec.stream.worker.dead_letters import from_record
+from streamrec.stream.worker.ingest import Ingestor, IngestStats, partition_for_key
 
 PARTITIONS = 4
 
@@ -163,12 +163,12 @@ def test_a_bad_record_fetched_again_by_the_same_process_is_dead_lettered_once():
 
 
 def test_a_record_batch_the_consumer_could_not_decode_is_one_marker_dead_letter_sent_once():
-    """An unreadable batch (stream/consumer.py) is dead-lettered as a marker with its range, counted with the rest.
+    """An unreadable batch (kafka/consumer.py) is dead-lettered as a marker with its range, counted with the rest.
 
     The bad record fetched before it in the same batch is still dead-lettered; read again (the
     learner's rewind), neither is sent a second time.
     """
-    from stream.consumer import UnreadableBatch
+    from streamrec.stream.kafka.consumer import UnreadableBatch
 
     dead_letters = Producer()
     ingest, _ = ingestor(dead_letters)

@@ -20,8 +20,14 @@ import pytest
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from pydantic import SecretStr, ValidationError
 
-from stream.kafka_security import KafkaEndpoint, KafkaSecurity, client_options, connection_problem, faust_credentials
-from stream.settings import Settings
+from streamrec.stream.kafka.security import (
+    KafkaEndpoint,
+    KafkaSecurity,
+    client_options,
+    connection_problem,
+    faust_credentials,
+)
+from streamrec.stream.settings import Settings
 
 PASSWORD = "pw-that-must-not-leak-7f3a"
 KEY_PASSWORD = "key-pw-that-must-not-leak-91c2"
@@ -63,7 +69,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_plaintext_by_default_adds_no_options_and_no_faust_credentials():
     s = settings()
     assert s.kafka_security_protocol == "PLAINTEXT"
-    assert KafkaSecurity.from_settings(s).client_options() == {}
+    assert s.kafka_security.client_options() == {}
     assert client_options(s) == {"bootstrap_servers": "broker-1:9093,broker-2:9093"}
     assert client_options("h:1", acks="all") == {"bootstrap_servers": "h:1", "acks": "all"}
     assert faust_credentials(s) is None
@@ -167,7 +173,7 @@ def test_the_cli_names_the_problem_without_printing_the_password(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "STREAMREC_STATE_DIR": str(tmp_path), "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
            "STREAMREC_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT", "STREAMREC_KAFKA_SASL_USERNAME": "alice",
            "STREAMREC_KAFKA_SASL_PASSWORD": PASSWORD}  # fmt: skip
-    done = subprocess.run([sys.executable, "-m", "stream.cli", "topics", "create"], env=env, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "streamrec.stream", "topics", "create"], env=env, capture_output=True,
                           text=True, timeout=60)  # fmt: skip
     assert done.returncode == 1
     assert "Error: invalid configuration" in done.stderr and "set it to SASL_SSL" in done.stderr
@@ -176,10 +182,10 @@ def test_the_cli_names_the_problem_without_printing_the_password(tmp_path):
 
 def test_secrets_are_masked_in_reprs():
     s = sasl(kafka_security_protocol="SASL_SSL", local_kafka_sasl_users={"bob": PASSWORD})
-    for text in (repr(s), str(s), repr(KafkaSecurity.from_settings(s)), KafkaSecurity.from_settings(s).describe(),
+    for text in (repr(s), str(s), repr(s.kafka_security), s.kafka_security.describe(),
                  repr(faust_credentials(s)), s.model_dump_json()):  # fmt: skip
         assert PASSWORD not in text
-    assert KafkaSecurity.from_settings(s).describe() == "SASL_SSL (PLAIN as 'alice')"
+    assert s.kafka_security.describe() == "SASL_SSL (PLAIN as 'alice')"
 
 
 async def _tls_server(pki: dict[str, Path]) -> tuple[asyncio.Server, int]:
@@ -213,7 +219,7 @@ def test_tls_problems_are_named_by_the_connection_probe(pki):
 
 
 def test_a_wrong_password_is_masked_when_the_local_broker_cannot_format(tmp_path, monkeypatch):
-    from stream.kafka_local import LocalKafka, LocalKafkaError
+    from streamrec.stream.kafka.local import LocalKafka, LocalKafkaError
 
     local = LocalKafka(Settings(state_dir=tmp_path, local_kafka_sasl_users={"alice": PASSWORD}))
     failed = subprocess.CompletedProcess(
@@ -226,7 +232,7 @@ def test_a_wrong_password_is_masked_when_the_local_broker_cannot_format(tmp_path
 
 
 def test_the_local_sasl_broker_config_and_its_readiness_probe_credentials(tmp_path):
-    from stream.kafka_local import LocalKafka
+    from streamrec.stream.kafka.local import LocalKafka
 
     plain = LocalKafka(Settings(state_dir=tmp_path / "plain"))
     plain.home.mkdir(parents=True)
@@ -254,7 +260,7 @@ def test_every_client_the_project_builds_goes_through_kafka_security():
     offenders = []
     for path in [*(REPO / "stream").rglob("*.py"), *(REPO / "bench").rglob("*.py"), *(REPO / "models").rglob("*.py")]:
         text = path.read_text()
-        if path.name != "kafka_security.py" and CONSTRUCTORS.search(text):
+        if path.relative_to(REPO) != Path("stream/kafka/security.py") and CONSTRUCTORS.search(text):
             offenders.append(f"{path.relative_to(REPO)} builds an aiokafka client directly")
         for call in re.finditer(r"faust\.App\(", text):
             if "broker_credentials=" not in text[call.end() : call.end() + 600]:

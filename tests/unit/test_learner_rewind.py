@@ -20,9 +20,9 @@ import pytest
 import torch
 from aiokafka.structs import TopicPartition
 
-from models.checkpoint import list_checkpoints
-from stream.learner import Learner
-from stream.settings import Settings
+from streamrec.models.checkpoint import list_checkpoints
+from streamrec.stream.settings import Settings
+from streamrec.stream.worker.learner import Learner
 
 CLICKS_0, CLICKS_1 = TopicPartition("streamrec.clicks", 0), TopicPartition("streamrec.clicks", 1)
 

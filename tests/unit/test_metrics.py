@@ -7,9 +7,16 @@ from types import SimpleNamespace
 from faust.types import TP
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.ingest import IngestStats
-from stream.metrics import GpuCollector, HttpStats, StreamWorkerCollector, consumer_lag, exposition, registry_with
-from stream.publisher import LatencyWindow, PublisherStats
+from streamrec.stream.metrics import (
+    GpuCollector,
+    HttpStats,
+    StreamWorkerCollector,
+    consumer_lag,
+    exposition,
+    registry_with,
+)
+from streamrec.stream.worker.ingest import IngestStats
+from streamrec.stream.worker.publisher import LatencyWindow, PublisherStats
 
 
 def samples(collector) -> dict:

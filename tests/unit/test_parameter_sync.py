@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.parameter_sync import ItemContribution, ItemParameterSync
-from models.recommender import Recommender, RecommenderConfig, Sample
+from streamrec.models.parameter_sync import ItemContribution, ItemParameterSync
+from streamrec.models.recommender import Recommender, RecommenderConfig, Sample
 from tests.unit.test_recommender import SMALL, planted_stream
 
 
@@ -92,7 +92,7 @@ def test_an_item_only_another_worker_saw_gets_a_row_even_below_min_count():
     assert b.receive(a.send()) == 2
     assert "rare" in b.model.items
     np.testing.assert_allclose(b.parameters(["rare"]), a.parameters(["rare"]), rtol=1e-6)
-    assert b.model.samples_trained == 0 and b.model.item_popularity()[1] == [0.0, 0.0]
+    assert b.model.samples_trained == 0 and b.model.item_popularity()[1].tolist() == [0.0, 0.0]
     assert b.model.items.row("rare") != 0  # its own row, not the shared fallback  # not a sighting
 
 

@@ -1,11 +1,12 @@
 import random
 
+import numpy as np
 import torch
 
-from models.embedding_store import EmbeddingStore
-from models.evaluation import rank_of_target
-from models.recommender import Recommender, RecommenderConfig, Sample
-from models.replay_buffer import ReservoirBuffer
+from streamrec.models.embedding_store import EmbeddingStore
+from streamrec.models.evaluation import ranks_of_targets
+from streamrec.models.recommender import Recommender, RecommenderConfig, Sample
+from streamrec.models.replay_buffer import ReservoirBuffer
 
 SMALL = {"dim": 16, "content_dim": 8, "num_negatives": 16, "history_length": 5}
 
@@ -77,7 +78,8 @@ def test_prequential_rank_improves_with_training():
         ranks = []
         for s in batch:
             ids, scores = model.score_items(s.user_id, s.history)
-            ranks.append(rank_of_target(scores.numpy(), ids.index(s.item_id)))
+            row = scores.numpy()[None]
+            ranks.append(int(ranks_of_targets(row, np.array([ids.index(s.item_id)]), np.ones_like(row, bool))[0]))
         return sum(ranks) / len(ranks)
 
     model.learn_many(samples[:200])  # every item known
@@ -177,7 +179,7 @@ def test_augmented_samples_are_no_sightings_popularity_replay_or_samples_trained
 
 
 def test_masked_history_positions_use_the_fallback_row():
-    from models.augmentation.sequence import MASK_ITEM
+    from streamrec.models.augmentation.sequence import MASK_ITEM
 
     model = Recommender(RecommenderConfig(**SMALL))
     model.learn_many([Sample("u", "a", (), 1.0, 1.0), Sample("u", "b", ("a",), 1.0, 2.0)])
@@ -235,4 +237,6 @@ def test_content_neighbours_rank_by_content_cosine_and_skip_items_without_conten
 def test_item_popularity_counts_real_interactions_only():
     model = Recommender(RecommenderConfig(**SMALL))
     model.learn_many([Sample("u", "a"), Sample("v", "a"), Sample("u", "b"), Sample("u", "b", kind="seq_crop")])
-    assert dict(zip(*model.item_popularity(), strict=True)) == {"a": 2.0, "b": 1.0}
+    item_ids, counts = model.item_popularity()
+    assert dict(zip(item_ids, counts.tolist(), strict=True)) == {"a": 2.0, "b": 1.0}
+    assert (model.item_count("a"), model.item_count("b"), model.item_count("never-seen")) == (2, 1, 0)

@@ -6,10 +6,10 @@ import sys
 
 import pytest
 
-from stream.contract import InvalidEvent, Reason
-from stream.dead_letters import SourcePosition, from_record, headers_for
-from stream.kafka_local import LocalKafka, LocalKafkaError, new_cluster_id
-from stream.settings import Settings
+from streamrec.stream.kafka.local import LocalKafka, LocalKafkaError, new_cluster_id
+from streamrec.stream.settings import Settings
+from streamrec.stream.worker.contract import InvalidEvent, Reason
+from streamrec.stream.worker.dead_letters import SourcePosition, from_record, headers_for
 
 
 def test_kafka_bootstrap_servers_selects_an_existing_cluster(monkeypatch):
@@ -47,7 +47,7 @@ def test_cli_reports_missing_java_in_one_line(tmp_path):
         "STREAMREC_LOCAL_KAFKA_PORT": str(free_port),
     }
     done = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "kafka", "start"], env=env, capture_output=True, text=True
+        [sys.executable, "-m", "streamrec.stream", "kafka", "start"], env=env, capture_output=True, text=True
     )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
@@ -71,7 +71,10 @@ def test_dead_letter_headers_round_trip():
 def test_cli_says_how_to_fix_an_unreachable_cluster(tmp_path):
     env = {"PATH": "/usr/bin:/bin", "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "STREAMREC_STATE_DIR": str(tmp_path)}
     done = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "topics", "create"], env=env, capture_output=True, text=True
+        [sys.executable, "-m", "streamrec.stream", "topics", "create"],
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == (
@@ -89,7 +92,7 @@ def test_exactly_once_is_refused_with_the_reason(monkeypatch):
     monkeypatch.setenv("STREAMREC_PROCESSING_GUARANTEE", "at_least_once")
     assert Settings().processing_guarantee == "at_least_once"
     done = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "worker", "stream"],
+        [sys.executable, "-m", "streamrec.stream", "worker", "stream"],
         env={**os.environ, "STREAMREC_PROCESSING_GUARANTEE": "exactly_once"},
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip

@@ -1,4 +1,4 @@
-"""The backoff on failed metadata updates (stream/supervision.py), against a port where no broker listens.
+"""The backoff on failed metadata updates (stream/kafka/supervision.py), against a port where no broker listens.
 
 The loop below does what aiokafka's producer sender does while a partition has no leader: ask for
 a metadata update, wait for it, ask again. Unpatched, an unreachable broker makes each update fail
@@ -13,7 +13,7 @@ import time
 from aiokafka.client import AIOKafkaClient
 from aiokafka.cluster import BrokerMetadata
 
-from stream.supervision import MAX_METADATA_BACKOFF_S, back_off_failed_metadata_updates
+from streamrec.stream.kafka.supervision import MAX_METADATA_BACKOFF_S, back_off_failed_metadata_updates
 from tests.integration.conftest import free_port
 
 

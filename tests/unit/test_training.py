@@ -1,7 +1,7 @@
-from models.baselines import DecayedPopularity, RiverMF, default_baselines
-from models.evaluation import COLD_USER
-from models.recommender import Recommender, RecommenderConfig
-from models.training import RECOMMENDER, Event, Observation, OnlineTrainer
+from streamrec.models.baselines import DecayedPopularity, RiverMF, default_baselines
+from streamrec.models.evaluation import COLD_USER
+from streamrec.models.learner import RECOMMENDER, Event, Observation, OnlineTrainer
+from streamrec.models.recommender import Recommender, RecommenderConfig
 from tests.unit.test_recommender import SMALL, planted_stream
 
 

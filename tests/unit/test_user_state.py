@@ -1,7 +1,7 @@
 import pytest
 
-from stream.contract import Interaction
-from stream.user_state import (
+from streamrec.stream.worker.contract import Interaction
+from streamrec.stream.worker.user_state import (
     SKIPPED_RUNS_KEPT,
     apply_interactions,
     event_time_order,
@@ -158,7 +158,7 @@ def test_without_a_window_ids_are_not_kept_and_states_from_before_the_window_loa
     assert not contexts[0].duplicate and len(again["ids"]) == 1
 
 
-# --- forwarded copies (stream/ingest.py forwards misrouted records; see "Why forwarded") ------------------
+# --- forwarded copies (stream/worker/ingest.py forwards misrouted records; see "Why forwarded") ------------------
 def forwarded_user(events: int, source_partition: int = 2) -> tuple[dict, list[tuple[str, int]], list[tuple]]:
     """A user whose ``events`` events all came as forwarded copies from one source partition of "clicks".
 

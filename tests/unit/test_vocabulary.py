@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from models.vocabulary import FALLBACK_ROW, Vocabulary
+from streamrec.models.vocabulary import FALLBACK_ROW, Vocabulary
 
 
 def test_rows_are_allocated_on_first_sight_without_collisions():

@@ -1,0 +1,1 @@
+"""Command-line tools: ``streamrec`` itself, the demo, live replay of a dataset, the datasets."""
