@@ -12,9 +12,16 @@ DEMO_ARGS ?=
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: setup demo test lint format kafka-fetch tools bench clean
+.PHONY: setup demo test lint format kafka-fetch tools bench clean prerequisites-demo prerequisites-test
 
 setup: $(STAMP)
+
+# One line naming whatever is missing (versions included), before anything is installed.
+prerequisites-demo:
+	@deploy/check_prerequisites.sh demo $(PYTHON)
+
+prerequisites-test:
+	@deploy/check_prerequisites.sh test $(PYTHON)
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] in ((3, 11), (3, 12)) else "streamrec needs Python 3.11 or 3.12; set PYTHON=python3.11")'
@@ -37,11 +44,11 @@ kafka-fetch: setup
 tools: setup
 	$(BIN)/python -m tests.deploy_tools
 
-demo: setup kafka-fetch
+demo: prerequisites-demo setup kafka-fetch
 	$(BIN)/streamrec demo $(DEMO_ARGS)
 
 # pytest exits 5 when it collects nothing: that is reported, not hidden, and does not fail the run.
-test: setup kafka-fetch tools
+test: prerequisites-test setup kafka-fetch tools
 	$(BIN)/ruff check stream models tests bench deploy
 	$(BIN)/ruff format --check stream models tests bench deploy
 	@set +e; $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
