@@ -1,7 +1,7 @@
 """Online baselines run in the same prequential protocol as the recommender.
 
-* :class:`DecayedPopularity`: most-popular with an exponential half-life, the baseline any
-  streaming recommender must beat.
+* ``most_popular``: :class:`~streamrec.models.popularity.ItemPopularity`, most-popular with an
+  exponential half-life, the baseline any streaming recommender must beat.
 * :class:`RiverMF`: river's ``reco.BiasedMF`` or ``reco.FunkMF`` trained on implicit feedback
   (each observed pair is a 1, plus sampled unobserved pairs as 0s).
 
@@ -12,55 +12,14 @@ model over the same candidates, a micro-batch at a time.
 
 from __future__ import annotations
 
-import heapq
 import random
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 from river import optim, reco
 
-
-class DecayedPopularity:
-    """Item score = Σ weight · 2^(−age / half_life) over the item's interactions.
-
-    Every score decays by the same factor as time passes, so ranking only needs each item's mass
-    expressed at a common reference time: ``mass += w · 2^((t − t_ref) / half_life)``. The
-    reference moves forward (rescaling every mass) before the numbers could overflow.
-    """
-
-    def __init__(self, half_life_s: float = 7 * 86_400.0) -> None:
-        if half_life_s <= 0:
-            raise ValueError("half_life_s must be positive")
-        self.half_life_s = half_life_s
-        self.mass: dict[str, float] = {}
-        self.t_ref: float | None = None
-
-    def learn_one(self, user_id: str, item_id: str, ts_s: float, weight: float = 1.0) -> None:
-        if self.t_ref is None:
-            self.t_ref = ts_s
-        exponent = (ts_s - self.t_ref) / self.half_life_s
-        if exponent > 500:  # 2^500 ≈ 1e150: rebase before floats overflow
-            scale = 2.0 ** (-exponent)
-            self.mass = {item: m * scale for item, m in self.mass.items()}
-            self.t_ref, exponent = ts_s, 0.0
-        self.mass[item_id] = self.mass.get(item_id, 0.0) + weight * 2.0**exponent
-
-    def score(self, item_id: str, now_s: float) -> float:
-        """The decayed count at ``now_s`` (for display; ranking uses the masses directly)."""
-        if self.t_ref is None:
-            return 0.0
-        return self.mass.get(item_id, 0.0) * 2.0 ** ((self.t_ref - now_s) / self.half_life_s)
-
-    def score_batch(self, user_ids: Sequence[str], item_ids: Sequence[str], now_s: float = 0.0) -> np.ndarray:
-        """The same row for every user: popularity is not personal. Masses rank like decayed counts."""
-        row = np.fromiter((self.mass.get(i, 0.0) for i in item_ids), dtype=np.float64, count=len(item_ids))
-        return np.broadcast_to(row, (len(user_ids), len(item_ids)))
-
-    def top(self, k: int, exclude: Collection[str] = frozenset()) -> list[str]:
-        """The ``k`` most popular items not in ``exclude`` (a partial sort: O(n log k))."""
-        ranked = heapq.nlargest(k + len(exclude), self.mass.items(), key=lambda kv: kv[1])
-        return [item for item, _ in ranked if item not in exclude][:k]
+from streamrec.models.popularity import ItemPopularity
 
 
 class RiverMF:
@@ -125,10 +84,10 @@ class RiverMF:
         return scores
 
 
-def default_baselines(seed: int = 0, half_life_s: float = 7 * 86_400.0) -> dict[str, DecayedPopularity | RiverMF]:
+def default_baselines(seed: int = 0, half_life_s: float = 7 * 86_400.0) -> dict[str, ItemPopularity | RiverMF]:
     """The baselines every run reports beside the model, keyed by the names metrics and tables use."""
     return {
-        "most_popular": DecayedPopularity(half_life_s=half_life_s),
+        "most_popular": ItemPopularity(half_life_s=half_life_s),
         "biased_mf": RiverMF(kind="biased", seed=seed),
         "funk_mf": RiverMF(kind="funk", seed=seed),
     }

@@ -144,37 +144,3 @@ class PrequentialEvaluator:
                 row[f"{metric}_rolling"] = slice_stats.rolling[metric].get()
             out[name] = row
         return out
-
-
-class PopularityTracker:
-    """Interaction counts per item, and which items are long-tail (outside the top ``head_fraction``).
-
-    The head threshold is recomputed every ``refresh_every`` updates rather than per event: it moves
-    slowly, and a partial sort over all items per event would dominate the evaluation cost.
-    """
-
-    def __init__(self, head_fraction: float = 0.2, refresh_every: int = 500) -> None:
-        if not 0 < head_fraction < 1:
-            raise ValueError("head_fraction must be between 0 and 1")
-        self.head_fraction = head_fraction
-        self.refresh_every = refresh_every
-        self.counts: dict[str, int] = {}
-        self._since_refresh = refresh_every  # refresh on first use
-        self._threshold = 1
-
-    def update(self, item_id: str, weight: int = 1) -> None:
-        self.counts[item_id] = self.counts.get(item_id, 0) + weight
-        self._since_refresh += 1
-
-    def head_threshold(self) -> int:
-        """The smallest count an item needs to be in the head."""
-        if self._since_refresh >= self.refresh_every:
-            self._since_refresh = 0
-            if self.counts:
-                values = np.fromiter(self.counts.values(), dtype=np.int64)
-                head_size = max(1, int(np.ceil(len(values) * self.head_fraction)))
-                self._threshold = int(np.partition(values, len(values) - head_size)[len(values) - head_size])
-        return self._threshold
-
-    def is_long_tail(self, item_id: str) -> bool:
-        return self.counts.get(item_id, 0) < self.head_threshold()

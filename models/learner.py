@@ -31,7 +31,8 @@ from typing import Protocol
 import numpy as np
 
 from streamrec.models.drift import DriftMonitor
-from streamrec.models.evaluation import COLD_USER, LONG_TAIL, PopularityTracker, PrequentialEvaluator, ranks_of_targets
+from streamrec.models.evaluation import COLD_USER, LONG_TAIL, PrequentialEvaluator, ranks_of_targets
+from streamrec.models.popularity import ItemPopularity
 from streamrec.models.prequential import Baseline, BaselineEvaluator, BaselineSink, EvaluationBatch, candidate_mask
 from streamrec.models.recommender import Recommender, Sample
 
@@ -98,7 +99,7 @@ class OnlineTrainer:
     cold_user_max: int = 5
     window: int = 1000
     drift: DriftMonitor = field(default_factory=DriftMonitor)
-    popularity: PopularityTracker = field(default_factory=PopularityTracker)
+    popularity: ItemPopularity = field(default_factory=ItemPopularity)  # long-tail slice: scored types only
     baseline_sink: BaselineSink | None = None
     evaluator: PrequentialEvaluator = field(init=False)
     unrankable: int = 0
@@ -132,7 +133,8 @@ class OnlineTrainer:
         report.augmented = len(augmented)
         for observation in batch:
             if observation.event.type in self.evaluate_types:
-                self.popularity.update(observation.event.item_id)
+                event = observation.event
+                self.popularity.learn_one(event.user_id, event.item_id, event.ts / 1000.0)
         if self.model.config.ttl_s is not None:
             report.expired_users, report.expired_items = self.model.expire(max(s.ts_s for s in samples))
         if self.baseline_sink is not None:

@@ -36,10 +36,11 @@ from typing import Any, TypeVar
 import torch
 
 from streamrec.models.augmentation.pipeline import Augmentation
-from streamrec.models.baselines import DecayedPopularity, default_baselines
+from streamrec.models.baselines import default_baselines
 from streamrec.models.checkpoint import Checkpoint, CheckpointError, load_latest, save_checkpoint
 from streamrec.models.learner import RECOMMENDER, Observation, OnlineTrainer, StepReport
 from streamrec.models.parameter_sync import ItemParameterSync
+from streamrec.models.popularity import ItemPopularity
 from streamrec.models.recommender import Recommender, RecommenderConfig
 from streamrec.stream.metrics import LATENCY_BOUNDS_S, Histogram, jsonable
 from streamrec.stream.settings import Settings
@@ -118,7 +119,7 @@ class Learner:
         self.guarded = GuardedModel(model)
         self.trainer = make_trainer(settings, model)
         # Serving's fallback for users the model cannot personalise: recency-decayed popularity.
-        self.trending = DecayedPopularity(half_life_s=7 * 86_400.0)
+        self.trending = ItemPopularity(half_life_s=7 * 86_400.0)
         self.latest_event_s = 0.0  # event time of the newest event trained on
         self.trained: dict[tuple[str, int], int] = {}
         self.stats = LearnerStats()

@@ -1,13 +1,14 @@
 import numpy as np
 import pytest
 
-from streamrec.models.baselines import DecayedPopularity, RiverMF
+from streamrec.models.baselines import RiverMF
+from streamrec.models.popularity import ItemPopularity
 
 DAY = 86_400.0
 
 
 def test_decayed_popularity_prefers_recent_interactions():
-    pop = DecayedPopularity(half_life_s=DAY)
+    pop = ItemPopularity(half_life_s=DAY)
     for _ in range(4):
         pop.learn_one("u", "old-hit", ts_s=0.0)
     for _ in range(3):
@@ -23,7 +24,7 @@ def test_decayed_popularity_prefers_recent_interactions():
 
 
 def test_decayed_popularity_survives_long_streams_without_overflow():
-    pop = DecayedPopularity(half_life_s=1.0)
+    pop = ItemPopularity(half_life_s=1.0)
     for t in range(0, 5000, 7):
         pop.learn_one("u", "a" if t % 2 else "b", ts_s=float(t))
     assert all(np.isfinite(m) for m in pop.mass.values())

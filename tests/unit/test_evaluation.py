@@ -6,12 +6,12 @@ import pytest
 from streamrec.models.evaluation import (
     COLD_USER,
     LONG_TAIL,
-    PopularityTracker,
     PrequentialEvaluator,
     RollingMean,
     metrics_for_ranks,
     ranks_of_targets,
 )
+from streamrec.models.popularity import ItemPopularity
 
 
 def rank_of(scores: list[float] | np.ndarray, target: int, exclude: tuple[int, ...] = ()) -> int:
@@ -59,10 +59,10 @@ def test_prequential_cumulative_rolling_and_slices():
 
 
 def test_long_tail_is_outside_the_top_fifth_by_popularity():
-    popularity = PopularityTracker(head_fraction=0.2, refresh_every=1)
+    popularity = ItemPopularity(head_fraction=0.2, refresh_every=1)
     for i in range(10):  # item i has i+1 interactions
         for _ in range(i + 1):
-            popularity.update(f"i{i}")
+            popularity.learn_one("u", f"i{i}", ts_s=0.0)
     assert popularity.head_threshold() == 9  # the top 2 of 10 items have 9 and 10
     assert [popularity.is_long_tail(f"i{i}") for i in (9, 8, 7, 0)] == [False, False, True, True]
     assert popularity.is_long_tail("never-seen")

@@ -1,6 +1,7 @@
-from streamrec.models.baselines import DecayedPopularity, RiverMF, default_baselines
+from streamrec.models.baselines import RiverMF, default_baselines
 from streamrec.models.evaluation import COLD_USER
 from streamrec.models.learner import RECOMMENDER, Event, Observation, OnlineTrainer
+from streamrec.models.popularity import ItemPopularity
 from streamrec.models.recommender import Recommender, RecommenderConfig
 from tests.unit.test_recommender import SMALL, planted_stream
 
@@ -21,7 +22,7 @@ def test_every_model_is_scored_on_the_same_events_before_training():
     samples, _ = planted_stream(events=2000, seed=4)
     trainer = OnlineTrainer(
         Recommender(RecommenderConfig(**SMALL, seed=2)),
-        {"popularity": DecayedPopularity(half_life_s=500.0), "river-mf": RiverMF(n_factors=4)},
+        {"popularity": ItemPopularity(half_life_s=500.0), "river-mf": RiverMF(n_factors=4)},
     )
     run(trainer, samples)
     table = trainer.table()
@@ -44,7 +45,7 @@ def test_only_configured_event_types_are_evaluated_but_all_are_trained():
 
 
 def test_seen_items_are_excluded_from_the_ranking():
-    trainer = OnlineTrainer(Recommender(RecommenderConfig(**SMALL)), {"popularity": DecayedPopularity()})
+    trainer = OnlineTrainer(Recommender(RecommenderConfig(**SMALL)), {"popularity": ItemPopularity()})
     # "hit" is the most popular item; "x" is chosen once
     trainer.step([Observation(Event(f"u{n}", "hit", "click", 1000 + n)) for n in range(5)])
     trainer.step([Observation(Event("v", "x", "click", 2000))])
@@ -70,7 +71,7 @@ def test_expired_ids_are_reported_by_the_step():
 
 def test_baselines_see_the_same_candidates_as_the_recommender_when_items_expire():
     trainer = OnlineTrainer(
-        Recommender(RecommenderConfig(**SMALL, ttl_s=10.0)), {"popularity": DecayedPopularity(half_life_s=5.0)}
+        Recommender(RecommenderConfig(**SMALL, ttl_s=10.0)), {"popularity": ItemPopularity(half_life_s=5.0)}
     )
     trainer.step([Observation(Event("u", "a", "click", 0)), Observation(Event("u", "b", "click", 1000))])
     trainer.step([Observation(Event("v", "c", "click", 60_000))])  # a and b expire
@@ -81,7 +82,7 @@ def test_baselines_see_the_same_candidates_as_the_recommender_when_items_expire(
 
 
 def test_late_events_are_trained_on_but_not_scored_by_any_model():
-    trainer = OnlineTrainer(Recommender(RecommenderConfig(**SMALL)), {"popularity": DecayedPopularity()})
+    trainer = OnlineTrainer(Recommender(RecommenderConfig(**SMALL)), {"popularity": ItemPopularity()})
     trainer.step([Observation(Event(f"u{n}", "hit", "click", 1000 + n)) for n in range(3)])
     report = trainer.step(
         [
