@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,3 +117,12 @@ def test_the_product_imports_no_benchmark_or_test_code_until_streamrec_bench_run
         capture_output=True, text=True, check=True, cwd="/",
     ).stdout.strip()  # fmt: skip
     assert loaded == "[]"
+
+
+def test_every_package_folder_is_listed_for_the_wheel():
+    """pyproject lists the packages by hand (the folders are mapped into one namespace, which
+    setuptools' discovery cannot follow): a new sub-package missing there would be missing from
+    the installed product while every test run from the checkout still passed."""
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {module_name(init) for folder in PACKAGES for init in (REPO / folder).rglob("__init__.py")}
+    assert folders == listed
