@@ -125,4 +125,9 @@ def test_every_package_folder_is_listed_for_the_wheel():
     the installed product while every test run from the checkout still passed."""
     listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     folders = {module_name(init) for folder in PACKAGES for init in (REPO / folder).rglob("__init__.py")}
-    assert folders == listed
+    data_only = listed - folders  # folders of package data (setuptools treats every folder as a package)
+    for package in data_only:
+        folder = REPO / package.removeprefix("streamrec.").replace(".", "/")
+        assert folder.is_dir() and not list(folder.glob("*.py")), package
+    assert folders <= listed
+    assert {package.rsplit(".", 1)[0] for package in data_only} <= folders
