@@ -21,8 +21,10 @@ import torch
 
 from streamrec.bench.common import observation_batches
 from streamrec.models.baselines import default_baselines
+from streamrec.models.cooccurrence import ItemCooccurrence
 from streamrec.models.evaluation import COLD_USER, LONG_TAIL, OVERALL
 from streamrec.models.learner import RECOMMENDER, OnlineTrainer
+from streamrec.models.prequential import Baseline
 from streamrec.models.recommender import Recommender, RecommenderConfig
 from streamrec.stream.tools.datasets import load_ml100k
 
@@ -34,11 +36,21 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--history", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--cooccurrence",
+        action="store_true",
+        help="also run the item co-occurrence baselines (untuned: item-kNN over each user's last 500 items, "
+        "and co-occurrence over the last 20 with decay 0.9)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
 
     dataset = load_ml100k()
-    trainer = OnlineTrainer(Recommender(RecommenderConfig(dim=args.dim, seed=args.seed)), default_baselines(args.seed))
+    baselines: dict[str, Baseline] = dict(default_baselines(args.seed))
+    if args.cooccurrence:
+        baselines["item_knn"] = ItemCooccurrence(window=500, decay=1.0, normalise="cosine")
+        baselines["cooccurrence"] = ItemCooccurrence(window=20, decay=0.9, normalise="none")
+    trainer = OnlineTrainer(Recommender(RecommenderConfig(dim=args.dim, seed=args.seed)), baselines)
     started = time.perf_counter()
     events = 0
     for batch in observation_batches(dataset, args.batch, args.history, args.limit):
