@@ -15,7 +15,7 @@ from importlib import metadata
 from typing import Any
 from unittest import mock
 
-from streamrec.models.evaluation import COLD_USER, LONG_TAIL, OVERALL
+from streamrec.models.evaluation import COLD_ITEM, COLD_USER, KNOWN_ITEMS, LONG_TAIL, OVERALL
 from streamrec.models.learner import Event, Observation
 from streamrec.stream.settings import Settings
 
@@ -23,10 +23,18 @@ from streamrec.stream.settings import Settings
 MODEL_NAMES = {
     "streamrec": "streamrec",
     "most_popular": "most-popular (decayed)",
+    "cooccurrence": "item co-occurrence",
+    "item_knn": "item-kNN (cosine)",
     "biased_mf": "river BiasedMF",
     "funk_mf": "river FunkMF",
 }
-SLICE_NAMES = {OVERALL: "overall", COLD_USER: "cold users", LONG_TAIL: "long-tail items"}
+SLICE_NAMES = {
+    OVERALL: "overall",
+    COLD_USER: "cold users",
+    COLD_ITEM: "cold items",
+    LONG_TAIL: "long-tail items",
+    KNOWN_ITEMS: "known items only",
+}
 
 # What a section started on another section's broker must share with it.
 BROKER_VARIABLES = ("STREAMREC_LOCAL_KAFKA_PORT", "STREAMREC_LOCAL_KAFKA_CONTROLLER_PORT")

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from streamrec.bench.common import MODEL_NAMES, bench_env, describe_machine, remove_state, settings_from, to_train
-from streamrec.models.evaluation import COLD_USER, LONG_TAIL, OVERALL
+from streamrec.models.evaluation import COLD_ITEM, COLD_USER, KNOWN_ITEMS, LONG_TAIL, OVERALL
 from streamrec.stream.kafka.admin import ensure_topics, read_topic
 from streamrec.stream.kafka.local import LocalKafka
 from streamrec.stream.settings import Settings
@@ -192,8 +192,10 @@ def run_service(
         "embedding_records": int(lat.size),
         "latency_s": latency_summary(lat),
         "drift_alarms": model["drift"]["alarms"],
-        "unrankable": model["unrankable"],
+        "unknown_items": model["unknown_items"],
         "late": model["late"],
+        "reread": model["reread"],
+        "catalogue": model["catalogue"],
         "metrics": model["metrics"],
         "progress": progress,
         "quality": quality,
@@ -251,21 +253,25 @@ def main() -> None:
         f"{figures['duplicates']:,} duplicates (dropped by the event-id dedupe); all trained "
         f"{figures['all_trained_after_s']:.0f}s after the replay started"
     )
-    print(f"{'model':<26}" + "".join(f"{h:>11}" for h in ("HR@10", "NDCG@10", "R@20")) * 3)
-    print(f"{'':<26}{'overall':>33}{'cold users':>33}{'long tail':>33}")
-    for name in ("streamrec", "most_popular", "biased_mf", "funk_mf"):
+    shown = (OVERALL, COLD_USER, COLD_ITEM, LONG_TAIL, KNOWN_ITEMS)
+    print(f"{'model':<26}" + "".join(f"{h:>11}" for h in ("HR@10", "NDCG@10", "R@20")) * len(shown))
+    print(f"{'':<26}" + "".join(f"{name:>33}" for name in ("overall", "cold users", "cold items", "long tail",
+                                                               "known items only")))  # fmt: skip
+    for name in MODEL_NAMES:
         if name not in table:
             continue
         row = f"{MODEL_NAMES[name]:<26}"
-        for slice_name in (OVERALL, COLD_USER, LONG_TAIL):
+        for slice_name in shown:
             values = table[name].get(slice_name, {})
             row += "".join(f"{values.get(m, 0.0):>11.4f}" for m in ("hr@10", "ndcg@10", "recall@20"))
         print(row)
-    sizes = {s: table["streamrec"].get(s, {}).get("n", 0) for s in (OVERALL, COLD_USER, LONG_TAIL)}
+    sizes = {s: table["streamrec"].get(s, {}).get("n", 0) for s in shown}
     print(
-        f"scored events: overall {sizes[OVERALL]:,}, cold users {sizes[COLD_USER]:,}, "
-        f"long tail {sizes[LONG_TAIL]:,}; unrankable (item never seen before) {figures['unrankable']:,}; "
-        f"late (read after a later event of the user, not scored) {figures['late']:,}; "
+        f"scored events (ranked over {figures['catalogue']:,} catalogue items): overall {sizes[OVERALL]:,}, "
+        f"cold users {sizes[COLD_USER]:,}, cold items {sizes[COLD_ITEM]:,}, long tail {sizes[LONG_TAIL]:,}, "
+        f"on items the model knew {sizes[KNOWN_ITEMS]:,} ({figures['unknown_items']:,} on items it had not "
+        f"trained on); late (read after a later event of the user, not scored) {figures['late']:,}; "
+        f"re-read after a restart (not scored) {figures['reread']:,}; "
         f"drift alarms {figures['drift_alarms']}"
     )
     print(

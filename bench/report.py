@@ -159,10 +159,12 @@ of them).{comparison}
 |---|{"---:|" * 3 * len(SLICE_NAMES)}
 {chr(10).join(rows)}
 
-Cold users have fewer than 5 earlier events; long-tail items are outside the top 20% by
-popularity. {s["unrankable"]:,} clicks on items never seen before could not be ranked by any model;
-{s["late"]:,} events were read after a later event of their user and not scored; {s["drift_alarms"]}
-drift alarms."""
+Every click is ranked among all {s.get("catalogue", 0):,} items of the catalogue (ties broken at random in
+expectation). Cold users have fewer than 5 earlier events, cold items fewer than 5 earlier clicks;
+long-tail items are outside the top 20% by popularity; "known items only" ranks the clicks on items
+the model had trained on among those items. {s.get("unknown_items", 0):,} clicks were on items the
+model had not trained on; {s["late"]:,} events were read after a later event of their user and not
+scored; {s["drift_alarms"]} drift alarms."""
 
 
 def _ingest_text(s: dict[str, Any]) -> str:

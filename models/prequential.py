@@ -11,12 +11,12 @@ the tests, in a separate process in the stream worker (:mod:`streamrec.stream.wo
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
-from streamrec.models.evaluation import PrequentialEvaluator, ranks_of_targets
+from streamrec.models.evaluation import KNOWN_ITEMS, PrequentialEvaluator, expected_metrics, rank_ranges
 
 
 class Baseline(Protocol):
@@ -30,17 +30,20 @@ class EvaluationBatch:
     """One micro-batch of the shared protocol, as plain picklable data.
 
     The recommender's trainer builds it, so every baseline is scored on the same events, against
-    the same candidates (the items the recommender could rank), with the same exclusions and
-    slices, and then trains on the same events in the same order, wherever it runs.
+    the same candidates (the whole catalogue), with the same exclusions and slices, and then
+    trains on the same events in the same order, wherever it runs. Candidates only grow; which of
+    them the recommender knows (the ``known_items`` column) travels as changes.
     """
 
-    events: list[tuple[str, str, float, float]]  # (user, item, ts_s, weight) of every real event
-    rankable: list[int]  # indices into ``events`` that are scored
-    histories: list[tuple[str, ...]]  # per scored event: its history (excluded from the ranking)
-    seen: dict[str, list[str]]  # per user: items seen before the batch (excluded too)
-    slices: dict[str, list[bool]]  # per scored event
-    candidates_added: list[str]  # items rankable from this batch on
-    candidates_removed: list[str]  # items expired before this batch
+    events: list[tuple[str, str, float, float]] = field(default_factory=list)  # (user, item, ts_s, weight)
+    scored: list[int] = field(default_factory=list)  # indices into ``events`` that are scored
+    histories: list[tuple[str, ...]] = field(default_factory=list)  # per scored event (excluded from ranking)
+    seen: dict[str, list[str]] = field(default_factory=dict)  # per user: items seen before the batch (excluded)
+    slices: dict[str, list[bool]] = field(default_factory=dict)  # per scored event
+    target_known: list[bool] = field(default_factory=list)  # per scored event: the recommender knew its item
+    candidates_added: list[str] = field(default_factory=list)  # new catalogue items, appended as columns
+    known_added: list[str] = field(default_factory=list)  # items the recommender has trained on since
+    known_removed: list[str] = field(default_factory=list)  # items the recommender has forgotten (expiry)
 
 
 class BaselineSink(Protocol):
@@ -54,44 +57,64 @@ class BaselineSink(Protocol):
 class BaselineEvaluator:
     """Test-then-train of the baselines on :class:`EvaluationBatch` es (no torch needed)."""
 
-    def __init__(self, baselines: Mapping[str, Baseline], window: int = 1000) -> None:
+    def __init__(self, baselines: Mapping[str, Baseline], window: int = 1000, keep_events: bool = False) -> None:
         self.baselines = dict(baselines)
-        self.evaluators = {name: PrequentialEvaluator(window) for name in self.baselines}
+        self.evaluators = {name: PrequentialEvaluator(window, keep_events=keep_events) for name in self.baselines}
         self.candidates: list[str] = []
         self._position: dict[str, int] = {}
+        self._known = np.zeros(0, dtype=bool)
 
     def step(self, batch: EvaluationBatch) -> None:
-        self._update_candidates(batch.candidates_added, batch.candidates_removed)
-        if batch.rankable and self.candidates:
-            scored = [batch.events[i] for i in batch.rankable]
+        self._update_candidates(batch)
+        if batch.scored and self.candidates:
+            scored = [batch.events[i] for i in batch.scored]
             users = [user for user, *_ in scored]
             targets = np.fromiter((self._position[item] for _, item, *_ in scored), dtype=np.int64, count=len(scored))
             candidates = candidate_mask(self._position, users, batch.seen, batch.histories)
-            masks = {name: np.asarray(flags, dtype=bool) for name, flags in batch.slices.items()}
             now_s = scored[-1][2]
             for name, baseline in self.baselines.items():
                 scores = baseline.score_batch(users, self.candidates, now_s)
-                self.evaluators[name].update_many(ranks_of_targets(scores, targets, candidates), masks)
+                score_protocol(self.evaluators[name], scores, targets, candidates, self._known, batch, users)
         for user, item, ts_s, weight in batch.events:
             for baseline in self.baselines.values():
                 baseline.learn_one(user, item, ts_s, weight)
 
-    def _update_candidates(self, added: Sequence[str], removed: Sequence[str]) -> None:
-        for item in removed:
-            index = self._position.pop(item, None)
-            if index is None:
-                continue
-            last = self.candidates.pop()
-            if index < len(self.candidates):  # move the last candidate into the hole
-                self.candidates[index] = last
-                self._position[last] = index
-        for item in added:
+    def _update_candidates(self, batch: EvaluationBatch) -> None:
+        for item in batch.candidates_added:
             if item not in self._position:
                 self._position[item] = len(self.candidates)
                 self.candidates.append(item)
+        self._known = np.resize(self._known, len(self.candidates))
+        self._known[len(self._known) - len(batch.candidates_added) :] = False
+        self._known[[self._position[item] for item in batch.known_removed]] = False
+        self._known[[self._position[item] for item in batch.known_added]] = True
 
     def table(self) -> dict[str, dict[str, dict[str, float]]]:
         return {name: evaluator.report() for name, evaluator in self.evaluators.items()}
+
+
+def score_protocol(
+    evaluator: PrequentialEvaluator,
+    scores: np.ndarray,
+    targets: np.ndarray,
+    candidates: np.ndarray,
+    known: np.ndarray,
+    batch: EvaluationBatch,
+    users: Sequence[str],
+) -> dict[str, np.ndarray]:
+    """Record one model's metrics for a batch: over the whole catalogue, and over known items only.
+
+    ``scores[B, N]`` over the catalogue, ``candidates[B, N]`` the rows' exclusions, ``known[N]`` the
+    items the recommender has trained on. Returns the whole-catalogue metrics per scored event.
+    """
+    values = expected_metrics(*rank_ranges(scores, targets, candidates))
+    masks = {name: np.asarray(flags, dtype=bool) for name, flags in batch.slices.items()}
+    evaluator.update_many(values, masks, users)
+    rows = np.flatnonzero(np.asarray(batch.target_known, dtype=bool))
+    if rows.size:
+        known_values = expected_metrics(*rank_ranges(scores[rows], targets[rows], candidates[rows] & known))
+        evaluator.update_slice(KNOWN_ITEMS, known_values, [users[r] for r in rows])
+    return values
 
 
 def candidate_mask(

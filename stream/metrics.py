@@ -126,9 +126,13 @@ class StreamWorkerCollector(Collector):
                           time.time() - learner.stats.last_checkpoint_at)  # fmt: skip
         yield _single(counter("drift_alarms", "ADWIN alarms on the prequential loss."), trainer.drift.alarms)
         not_scored = counter("events_not_scored", "Clicks trained on but not scored, by reason.", ["reason"])
-        not_scored.add_metric(["unrankable"], trainer.unrankable)
         not_scored.add_metric(["late"], trainer.late)
+        not_scored.add_metric(["reread"], trainer.reread)
         yield not_scored
+        yield _single(
+            counter("events_scored_unknown_item", "Clicks scored on an item the model had not trained on."),
+            trainer.unknown_items,
+        )
         hr = gauge("prequential_hr_at_10", "HR@10 over the rolling window, scored before training.", ["model", "slice"])
         ndcg = gauge("prequential_ndcg_at_10", "NDCG@10 over the rolling window.", ["model", "slice"])
         scored = counter("prequential_scored_events", "Events scored before training.", ["model", "slice"])

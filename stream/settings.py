@@ -114,14 +114,30 @@ class Settings(BaseSettings):
     train: bool = Field(default=True, description="Train the recommender in the stream worker.")
     model_dim: int = Field(default=64, ge=1)
     model_history_length: int = Field(default=20, ge=1, description="History items the user tower reads.")
+    model_sequence: Literal["pooled", "transition", "attention", "gru"] = Field(
+        default="pooled", description="The user tower's order term (models/recommender/sequence.py)."
+    )
     model_num_negatives: int = Field(default=128, ge=1)
     model_replay_capacity: int = Field(default=50_000, ge=1)
     model_user_min_count: int = Field(default=1, ge=1, description="Sightings before a user gets its own row.")
     model_item_min_count: int = Field(default=1, ge=1, description="Sightings before an item gets its own row.")
     model_ttl_s: float | None = Field(default=None, gt=0, description="Expire ids idle this long (event time).")
     model_seed: int = 0
-    baselines: str = Field(default="most_popular,biased_mf,funk_mf", description="Comma-separated; empty for none.")
+    event_time_alignment: bool = Field(
+        default=True,
+        description="Pause interaction partitions that run ahead of the others in event time "
+        "(stream/worker/event_time.py), so that few clicks arrive after their user's later events.",
+    )
+    event_time_slack_s: float = Field(default=0.0, ge=0, description="Event-time lead a partition may have.")
+    baselines: str = Field(
+        default="most_popular,cooccurrence,item_knn,biased_mf,funk_mf", description="Comma-separated; empty for none."
+    )
     evaluation_window: int = Field(default=1000, ge=1, description="Events in the rolling metrics.")
+    evaluation_tuning_events: int = Field(
+        default=0,
+        ge=0,
+        description="The stream's first events, trained on but not scored (the benchmark tunes baselines there).",
+    )
     torch_threads: int = Field(
         default=1, ge=1, description="Intra-op threads for training (the event loop needs a core)."
     )

@@ -14,7 +14,9 @@ from torch import nn
 from streamrec.models.embedding_store import EmbeddingStore
 from streamrec.models.recommender.sample import Sample
 from streamrec.models.recommender.sampling import popularity_negatives
+from streamrec.models.recommender.sequence import sequence_encoder
 from streamrec.models.recommender.serialisation import recommender_state, restore_recommender
+from streamrec.models.recommender.trend import TrendPrior
 from streamrec.models.replay_buffer import ReservoirBuffer
 from streamrec.models.vocabulary import FALLBACK_ROW, Vocabulary
 
@@ -26,6 +28,8 @@ class RecommenderConfig:
     history_length: int = 20
     user_init_std: float = 0.05
     history_half_life: float = 8.0  # in positions: the newest item weighs 1, 8 items back 1/2
+    sequence: str = "pooled"  # the user tower's order term: see models/recommender/sequence.py
+    trend_half_life_s: float | None = 7 * 86_400.0  # the trend prior (models/recommender/trend.py); None: off
     lr_embeddings: float = 0.05
     lr_dense: float = 1e-3
     num_negatives: int = 128
@@ -54,14 +58,23 @@ class Recommender:
         self.item_bias = EmbeddingStore(1, lr=c.lr_embeddings, init_std=0.0, device=self.device, seed=c.seed + 2)
         self.content = torch.zeros(self.item_emb.capacity, c.content_dim, device=self.device)
         self.popularity = torch.zeros(self.item_emb.capacity, device=self.device)
+        self.trend = TrendPrior(c.trend_half_life_s or 1.0, capacity=self.item_emb.capacity, device=self.device)
+        self.trend_weight = nn.Parameter(torch.zeros((), device=self.device))  # γ: learned, 0 at first
         self.content_proj = nn.Linear(c.content_dim, c.dim, bias=False).to(self.device)
         nn.init.zeros_(self.content_proj.weight)
         self.history_proj = nn.Linear(c.dim, c.dim).to(self.device)
         with torch.no_grad():
             self.history_proj.weight.copy_(torch.eye(c.dim))
             self.history_proj.bias.zero_()
+        self.sequence = sequence_encoder(c.sequence, c.dim, c.history_length).to(self.device)
         self.dense_optimizer = torch.optim.Adam(
-            [*self.content_proj.parameters(), *self.history_proj.parameters()], lr=c.lr_dense
+            [
+                *self.content_proj.parameters(),
+                *self.history_proj.parameters(),
+                *self.sequence.parameters(),
+                *([self.trend_weight] if c.trend_half_life_s is not None else []),
+            ],
+            lr=c.lr_dense,
         )
         self.replay: ReservoirBuffer[Sample] = ReservoirBuffer(c.replay_capacity, seed=c.seed)
         self.version = 0
@@ -94,6 +107,7 @@ class Recommender:
         if fresh_items:
             index = torch.tensor(fresh_items, device=self.device)
             self.popularity[index] = 0.0
+            self.trend.reset(index)
             self.content[index] = 0.0
             self._content_version += 1
 
@@ -105,6 +119,7 @@ class Recommender:
         if extra > 0:
             self.content = torch.cat([self.content, torch.zeros(extra, self.config.content_dim, device=self.device)])
             self.popularity = torch.cat([self.popularity, torch.zeros(extra, device=self.device)])
+        self.trend.ensure(self.item_emb.capacity)
 
     def _reset_item_rows(self, rows: list[int], item_ids: list[str]) -> None:
         """New item rows start from their id (:meth:`initial_item_parameters`), the same on every worker."""
@@ -146,8 +161,12 @@ class Recommender:
             self.item_bias.weight.index_add_(0, rows, deltas[:, -1:])
 
     def set_content(self, item_id: str, vector: torch.Tensor, now_s: float = 0.0) -> None:
-        """Give an item its content vector (e.g. a text embedding); registers the item if new."""
-        lookup = self.items.lookup(item_id, now_s)
+        """Give an item its content vector (e.g. a text embedding), and a row if it has none.
+
+        Not a sighting: nobody chose the item. Its row lets the content tower score it before its
+        first interaction (a cold item), and its counts start at 0.
+        """
+        lookup = self.items.assign(item_id, now_s)
         self._grow()
         if lookup.fresh:
             self._reset_item_rows([lookup.row], [item_id])
@@ -223,11 +242,17 @@ class Recommender:
     def _item_vectors(self, rows: torch.Tensor, id_vectors: torch.Tensor) -> torch.Tensor:
         return id_vectors + self.content_proj(self.content[rows])
 
+    def _item_offsets(self, rows: torch.Tensor, biases: torch.Tensor) -> torch.Tensor:
+        """Each item's score offset: its learned bias plus the trend prior ``γ · log(floor + m(t))``."""
+        if self.config.trend_half_life_s is None:
+            return biases
+        return biases + self.trend_weight * self.trend.feature(rows)
+
     def _user_vectors(self, user_vectors: torch.Tensor, hist_vectors: torch.Tensor, hist_weights: torch.Tensor):
         total = hist_weights.sum(dim=1, keepdim=True).clamp_min(1e-6)
         pooled = (hist_vectors * hist_weights.unsqueeze(-1)).sum(dim=1) / total
         has_history = (hist_weights.sum(dim=1, keepdim=True) > 0).float()
-        return user_vectors + has_history * self.history_proj(pooled)
+        return user_vectors + has_history * self.history_proj(pooled) + self.sequence(hist_vectors, hist_weights)
 
     # --- training --------------------------------------------------------------------------------
     def set_lr_multiplier(self, factor: float) -> None:
@@ -283,7 +308,7 @@ class Recommender:
         pos_vec, neg_vec = item_vectors[:n_pos], item_vectors[n_pos : n_pos + n_neg]
         hist_vec = item_vectors[n_pos + n_neg :].view(n_pos, c.history_length, c.dim)
         users = self._user_vectors(u_leaf[u_inv], hist_vec, hist_weights)
-        bias = b_leaf[b_inv].squeeze(-1)
+        bias = self._item_offsets(torch.cat([pos_rows, neg_rows]), b_leaf[b_inv].squeeze(-1))
 
         score = (users * pos_vec).sum(-1) + bias[:n_pos]  # the model's score of each sample's item
         pos_logit = score - log_q[pos_rows]
@@ -305,6 +330,7 @@ class Recommender:
 
         real_rows = pos_rows[: len(real)]
         self.popularity.index_add_(0, real_rows, torch.ones_like(real_rows, dtype=torch.float32))
+        self.trend.learn(real_rows, torch.tensor([s.ts_s for s in real], dtype=torch.float64))
         self.samples_trained += len(real)
         self.augmented_trained.update(s.kind for s in augmented)
         self.version += 1
@@ -371,8 +397,25 @@ class Recommender:
         rows = torch.tensor(item_rows, dtype=torch.long, device=self.device)
         items = self._item_vectors(rows, self.item_emb.lookup(rows))
         users_vec = self.user_vectors(users, histories).to(self.device)
-        scores = users_vec @ items.T + self.item_bias.lookup(rows).squeeze(-1)
+        scores = users_vec @ items.T + self._item_offsets(rows, self.item_bias.lookup(rows).squeeze(-1))
         return item_ids, scores.cpu()
+
+    @torch.inference_mode()
+    def score_candidates(
+        self, users: Sequence[str], histories: Sequence[Sequence[str]], item_ids: Sequence[str]
+    ) -> torch.Tensor:
+        """``scores[len(users), len(item_ids)]`` on the CPU, for any items, known or not.
+
+        An item without a row of its own scores as the fallback row does: what the model can say
+        of an item it has never trained on (all such items tie; evaluation breaks ties at random).
+        """
+        if not users or not item_ids:
+            return torch.zeros(len(users), len(item_ids))
+        row_of = self.items.row
+        rows = torch.tensor([row_of(item) for item in item_ids], dtype=torch.long, device=self.device)
+        items = self._item_vectors(rows, self.item_emb.lookup(rows))
+        users_vec = self.user_vectors(users, histories).to(self.device)
+        return (users_vec @ items.T + self._item_offsets(rows, self.item_bias.lookup(rows).squeeze(-1))).cpu()
 
     @torch.inference_mode()
     def item_vectors(self, item_ids: Sequence[str]) -> torch.Tensor:
@@ -399,7 +442,8 @@ class Recommender:
         """
         rows = torch.tensor([self.items.row(i) for i in item_ids], dtype=torch.long, device=self.device)
         vectors = self._item_vectors(rows, self.item_emb.lookup(rows))
-        return torch.cat([vectors, self.item_bias.lookup(rows)], dim=1).cpu()
+        offsets = self._item_offsets(rows, self.item_bias.lookup(rows).squeeze(-1))
+        return torch.cat([vectors, offsets.unsqueeze(1)], dim=1).cpu()
 
     @torch.inference_mode()
     def user_embeddings(self, user_ids: Sequence[str], histories: Sequence[Sequence[str]]) -> torch.Tensor:

@@ -12,6 +12,8 @@ from collections import Counter
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from streamrec.models.recommender.sample import Sample
 from streamrec.models.vocabulary import Vocabulary
 
@@ -33,6 +35,9 @@ def recommender_state(model: Recommender) -> dict[str, Any]:
         "popularity": model.popularity[:items].clone(),
         "content_proj": model.content_proj.state_dict(),
         "history_proj": model.history_proj.state_dict(),
+        "sequence": model.sequence.state_dict(),
+        "trend": model.trend.state_dict(items),
+        "trend_weight": model.trend_weight.detach().clone(),
         "dense_optimizer": model.dense_optimizer.state_dict(),
         "replay": {
             "items": [
@@ -62,7 +67,15 @@ def restore_recommender(model: Recommender, state: dict[str, Any]) -> Recommende
     model.popularity[:rows] = state["popularity"].to(model.device)
     model.content_proj.load_state_dict(state["content_proj"])
     model.history_proj.load_state_dict(state["history_proj"])
-    model.dense_optimizer.load_state_dict(state["dense_optimizer"])
+    model.sequence.load_state_dict(state.get("sequence", {}))  # checkpoints from before the order term: none
+    if "trend" in state:  # checkpoints from before the trend prior start it afresh
+        model.trend.load_state_dict(state["trend"])
+        with torch.no_grad():
+            model.trend_weight.copy_(state["trend_weight"])
+    try:
+        model.dense_optimizer.load_state_dict(state["dense_optimizer"])
+    except ValueError:  # a checkpoint from before the trend prior has fewer dense parameters: Adam starts afresh
+        pass
     replay = state["replay"]
     # entries are [user, item, history, weight, ts, kind] (older checkpoints) or [..., label]
     model.replay.items = [Sample(u, i, tuple(h), w, t, *rest) for u, i, h, w, t, *rest in replay["items"]]

@@ -350,6 +350,12 @@ class BatchConsumer(FaustAIOKafkaConsumer):
     def is_batch_tp(self, tp: TP) -> bool:
         return tp.topic in self._lane_of
 
+    def behind(self, tp: TP) -> bool:
+        """Whether an input partition has records not handed over yet (as of its last fetch response)."""
+        next_offset = self._next.get(tp)
+        end = self.highwater(tp) if next_offset is not None else None
+        return end is not None and next_offset < end
+
     async def serve(self, name: str) -> None:
         """Run one route's handler over its batches, in order, until cancelled (an app task)."""
         lane = self._lanes[name]

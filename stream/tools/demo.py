@@ -476,15 +476,18 @@ async def _report_training(
         return
     print(
         f"Model version {model['version']:,}: {model['samples_trained']:,} samples trained; "
-        f"prequential (scored before training, seen items excluded; {model['late']:,} late and "
-        f"{model['unrankable']:,} unrankable clicks not scored), {model['drift']['alarms']} drift alarms:",
+        f"prequential (scored before training over all {model['catalogue']:,} catalogue items, seen items "
+        f"excluded; {model['late']:,} late and {model['reread']:,} re-read clicks not scored; "
+        f"{model['unknown_items']:,} scored on items the model had not trained on), "
+        f"{model['drift']['alarms']} drift alarms:",
         file=out,
     )
-    print(f"  {'model':<14}{'HR@10':>9}{'NDCG@10':>9}{'scored':>9}", file=out)
+    print(f"  {'model':<14}{'HR@10':>9}{'NDCG@10':>9}{'scored':>9}   known items only: {'HR@10':>7}{'scored':>9}",
+          file=out)  # fmt: skip
     for name, table in model["metrics"].items():
-        overall = table.get("overall", {})
-        print(f"  {name:<14}{overall.get('hr@10', 0):>9.4f}{overall.get('ndcg@10', 0):>9.4f}{overall.get('n', 0):>9,}",
-              file=out)  # fmt: skip
+        overall, known = table.get("overall", {}), table.get("known_items", {})
+        print(f"  {name:<14}{overall.get('hr@10', 0):>9.4f}{overall.get('ndcg@10', 0):>9.4f}{overall.get('n', 0):>9,}"
+              f"{'':>21}{known.get('hr@10', 0):>7.4f}{known.get('n', 0):>9,}", file=out)  # fmt: skip
     augmentation = model.get("augmentation")
     if augmentation:
         requests = augmentation.get("requests", {})

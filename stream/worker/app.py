@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from faust.types import TP
 
 from streamrec.stream.kafka.consumer import Batch, ChangelogAckedTable, InputRoutes, Route
 from streamrec.stream.kafka.consumer import install as install_consumer
@@ -29,6 +30,7 @@ from streamrec.stream.worker.agent_failure import exit_on_error
 from streamrec.stream.worker.api import register_views
 from streamrec.stream.worker.augmentation import StreamAugmenter
 from streamrec.stream.worker.contract import Limits
+from streamrec.stream.worker.event_time import PartitionPacer
 from streamrec.stream.worker.ingest import Ingestor, IngestStats, TrainingEvent
 from streamrec.stream.worker.learner import Learner
 from streamrec.stream.worker.parameter_sync import ItemParameterExchange
@@ -185,10 +187,21 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
             await learner.checkpoint()
 
     training: asyncio.Future[None] | None = None
+    pacer = None  # reads the interaction topics in step in event time (stream/worker/event_time.py)
+    if settings.event_time_alignment:
+        pacer = PartitionPacer(settings.interaction_topics, int(settings.event_time_slack_s * 1000))
 
     async def ingest_interactions(batch: Batch) -> None:
         nonlocal training
         training_events = await ingestor.interactions(batch.records, batch.unreadable)
+        if pacer is not None:
+            newest: dict[TP, int] = {}
+            for e in training_events:
+                tp = TP(e.topic, e.partition)
+                newest[tp] = max(newest.get(tp, e.interaction.ts), e.interaction.ts)
+            pacer.note_batch(newest)
+            pacer.pace(app.consumer)
+            stats.pacing = pacer.as_dict()
         if learner is None:
             return
         # One step in flight: batch n trains (in a thread) while batch n+1 is ingested. Steps stay
@@ -199,6 +212,8 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
 
     async def ingest_catalogue(batch: Batch) -> None:
         items = await ingestor.catalogue_items(batch.records, batch.unreadable)
+        if learner is not None:
+            learner.note_catalogue([item.item_id for item in items])
         if augmenter is not None:
             augmenter.note_items(items)
 

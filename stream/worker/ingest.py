@@ -236,10 +236,11 @@ class TrainingEvent:
     offset: int
     timestamp_ms: int  # the Kafka record's timestamp: when the event entered the system
     late: bool = False  # read after a later event of its user: trained on, not scored (see user_state)
+    reread: bool = False  # read again after a restart, already in the user state: trained on if need be, not scored
 
     def observation(self) -> Observation:
         """What the trainer and the augmentation see of it."""
-        return Observation(self.interaction, self.history, self.seen, self.late)
+        return Observation(self.interaction, self.history, self.seen, self.late, self.reread)
 
 
 def offset_ranges(events: Sequence[EventT]) -> dict[tuple[str, int], range]:
@@ -272,6 +273,7 @@ class IngestStats:
     partitioner: str = "murmur2"  # STREAMREC_PARTITIONER: what "misrouted" is measured against
     placement: Counter[str] = field(default_factory=Counter)  # valid keyed records: see ingest.Placement
     refetched_handled: int = 0  # a bad or misrouted record read again by this process: not sent again
+    pacing: dict[str, Any] = field(default_factory=dict)  # input partitions paused for running ahead in event time
     batches: int = 0
     first_batch_at: float | None = None
     last_batch_at: float | None = None
@@ -296,6 +298,7 @@ class IngestStats:
             "placement": {
                 k: self.placement.get(k, 0) for k in (Placement.CONFIGURED, Placement.OTHER, Placement.NEITHER)
             },
+            "pacing": self.pacing,
             "batches": self.batches,
             "first_batch_at": self.first_batch_at,
             "last_batch_at": self.last_batch_at,
@@ -408,7 +411,7 @@ class Ingestor:
                         arrival[id(event)],
                         TrainingEvent(
                             interaction, context.history, context.seen, message.topic, message.partition,
-                            message.offset, int(message.timestamp * 1000), context.late,
+                            message.offset, int(message.timestamp * 1000), context.late, context.redelivered,
                         ),
                     )
                 )  # fmt: skip

@@ -69,6 +69,7 @@ def recommender_config(settings: Settings) -> RecommenderConfig:
     return RecommenderConfig(
         dim=settings.model_dim,
         history_length=settings.model_history_length,
+        sequence=settings.model_sequence,
         num_negatives=settings.model_num_negatives,
         replay_capacity=settings.model_replay_capacity,
         user_min_count=settings.model_user_min_count,
@@ -85,7 +86,9 @@ def make_trainer(settings: Settings, model: Recommender) -> OnlineTrainer:
     if unknown:
         raise ValueError(f"unknown baselines {sorted(unknown)}; choose from {sorted(default_baselines())}")
     sink = BaselineProcess(names, settings.model_seed, settings.evaluation_window) if names else None
-    return OnlineTrainer(model, baseline_sink=sink, window=settings.evaluation_window)
+    return OnlineTrainer(
+        model, baseline_sink=sink, window=settings.evaluation_window, tuning_events=settings.evaluation_tuning_events
+    )
 
 
 @dataclass
@@ -120,6 +123,7 @@ class Learner:
         self.trainer = make_trainer(settings, model)
         # Serving's fallback for users the model cannot personalise: recency-decayed popularity.
         self.trending = ItemPopularity(half_life_s=7 * 86_400.0)
+        self._announced: list[str] = []  # catalogue items not yet handed to the trainer (the next step takes them)
         self.latest_event_s = 0.0  # event time of the newest event trained on
         self.trained: dict[tuple[str, int], int] = {}
         self.stats = LearnerStats()
@@ -176,7 +180,8 @@ class Learner:
             for e in fresh:
                 self.stats.event_to_sample.observe(max(0.0, now_s - e.timestamp_ms / 1000.0))
             started = time.perf_counter()
-            report = await asyncio.to_thread(self._step, observations)
+            announced, self._announced = self._announced, []
+            report = await asyncio.to_thread(self._step, observations, announced)
             self.stats.train_seconds += time.perf_counter() - started
             for tp, offsets in batch.items():
                 self.trained[tp] = max(self.trained.get(tp, 0), offsets.stop)
@@ -203,7 +208,12 @@ class Learner:
                     key, offsets.start, trained, offsets.start - trained,
                 )  # fmt: skip
 
-    def _step(self, observations: list[Observation]) -> StepReport:
+    def note_catalogue(self, item_ids: Sequence[str]) -> None:
+        """Catalogue entries applied: from the next step on, every scored click is ranked among them too."""
+        self._announced.extend(item_ids)
+
+    def _step(self, observations: list[Observation], announced: Sequence[str] = ()) -> StepReport:
+        self.trainer.announce(announced)
         augmented = self.augmentation.step_samples(self.model, observations) if self.augmentation else []
         report = self.trainer.step(observations, augmented)
         for o in observations:
@@ -225,7 +235,10 @@ class Learner:
         if self._saving is not None and not self._saving.done():
             if not wait:
                 return
-            await self._saving
+            # Shielded: a caller cancelled while waiting (a rewind cut short by a rebalance) must not
+            # cancel the write's task, whose thread runs on regardless; a cancelled task would look
+            # done, and the next checkpoint would write beside it into the same directory.
+            await asyncio.shield(self._saving)
         async with self.guarded.lock:
             state = await asyncio.to_thread(self.model.state_dict)
             sync = self.sync.state_dict() if self.sync is not None else None
@@ -233,7 +246,7 @@ class Learner:
         self._last_checkpoint = time.monotonic()
         self._saving = asyncio.ensure_future(asyncio.to_thread(self._write, state, offsets, sync))
         if wait:
-            await self._saving
+            await asyncio.shield(self._saving)
 
     def _offsets(self, starting: dict[tuple[str, int], int] | None = None) -> Offsets:
         offsets: Offsets = {}
@@ -313,8 +326,10 @@ class Learner:
                 "memory": model.memory_report(),
                 "drift": {"alarms": self.trainer.drift.alarms, "loss_estimate": self.trainer.drift.estimate},
                 "augmented_trained": dict(self.model.augmented_trained),
-                "unrankable": self.trainer.unrankable,
                 "late": self.trainer.late,
+                "reread": self.trainer.reread,
+                "unknown_items": self.trainer.unknown_items,
+                "catalogue": self.trainer.catalogue_size,
                 "metrics": {RECOMMENDER: self.trainer.evaluator.report()},
             }
         sink = self.trainer.baseline_sink

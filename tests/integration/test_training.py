@@ -52,10 +52,14 @@ def test_worker_scores_trains_serves_and_publishes_what_the_model_holds(training
     assert model["samples_trained"] == len(events) and model["stats"]["skipped_already_trained"] == 0
     metrics = model["metrics"]
     assert set(metrics) == {"streamrec", "most_popular", "biased_mf", "funk_mf"}
-    # every model is scored on the same clicks (events on never-seen items are not rankable)
+    # every model is scored on the same clicks, over the whole catalogue (items never seen before included)
     clicks = sum(e["type"] == "click" for e in events)
     counts = {name: table["overall"]["n"] for name, table in metrics.items()}
-    assert len(set(counts.values())) == 1 and 0 < counts["streamrec"] == clicks - model["unrankable"] - model["late"]
+    assert model["reread"] == 0 and model["catalogue"] == len({e["item_id"] for e in events})
+    assert len(set(counts.values())) == 1 and 0 < counts["streamrec"] == clicks - model["late"]
+    # the second column: only clicks on items the model had trained on, ranked among those
+    known = {name: table["known_items"]["n"] for name, table in metrics.items()}
+    assert set(known.values()) == {clicks - model["late"] - model["unknown_items"]} and model["unknown_items"] > 0
     # clicks read after a later event of their user (the purchases topic read ahead) are not scored
     assert 0.0 <= metrics["streamrec"]["overall"]["hr@10"] <= 1.0
     assert model["memory"]["items"]["assigned"] == len({e["item_id"] for e in events})

@@ -59,3 +59,19 @@ def test_river_mf_learns_implicit_preferences():
 def test_river_mf_rejects_unknown_kind():
     with pytest.raises(ValueError, match="unknown kind"):
         RiverMF(kind="svd")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", ["biased", "funk"])
+def test_river_mf_ranks_a_user_it_has_never_seen_by_popularity(kind):
+    mf = RiverMF(kind=kind, n_factors=4, seed=3)
+    for n in range(30):
+        mf.learn_one(f"u{n}", "hit" if n % 3 else "niche", ts_s=float(n))
+    items = ["niche", "never-chosen", "hit"]
+    cold, known = mf.score_batch(["stranger", "u1"], items)
+    assert cold.argmax() == 2 and cold[0] > cold[1]  # 20 of "hit", 10 of "niche", none of the other
+    # a known user: MF as before (on items river knows; an unknown item has zero factors, not random ones)
+    assert [known[0], known[2]] == pytest.approx([mf.predict_one("u1", i) for i in ("niche", "hit")])
+    plain = RiverMF(kind=kind, n_factors=4, seed=3, cold_fallback=False)
+    plain.learn_one("u0", "hit")
+    without = plain.score_batch(["stranger"], items)[0]
+    assert without[0] == without[1]  # without the fallback, a stranger cannot tell unknown items apart

@@ -64,14 +64,14 @@ def test_directed_cooccurrence_learns_what_comes_next_where_popularity_cannot():
         {"cooccurrence": ItemCooccurrence(window=3, directed=True), "most_popular": ItemPopularity()}
     )
     position = {user: rng.randrange(10) for user in (f"u{n}" for n in range(50))}
-    evaluator.step(EvaluationBatch([], [], [], {}, {}, cycle, []))
+    evaluator.step(EvaluationBatch(candidates_added=cycle))
     for step in range(40):
         events = []
         for user in position:
             events.append((user, cycle[position[user] % 10], float(step), 1.0))
             position[user] += 1
         scored = list(range(len(events))) if step >= 20 else []
-        batch = EvaluationBatch(events, scored, [() for _ in scored], {}, {}, [], [])
+        batch = EvaluationBatch(events, scored, histories=[() for _ in scored])
         evaluator.step(batch)
     table = evaluator.table()
     assert table["cooccurrence"]["overall"]["n"] == 1000 and table["cooccurrence"]["overall"]["mrr"] > 0.95

@@ -61,9 +61,8 @@ def test_exported_vectors_are_the_ones_the_model_scores_with():
         model.learn_many(samples[i : i + 100])
     items = model.items.ids()
     history = histories["u2"][-5:]
-    user = model.user_vectors(["u2"], [history])[0]
-    expected = model.item_vectors(items) @ user + model.item_bias.lookup(
-        torch.tensor([model.items.row(i) for i in items])
-    ).squeeze(-1)
+    user = model.user_embeddings(["u2"], [history])[0]  # [user tower, 1]
+    expected = model.item_embeddings(items) @ user  # [item tower, bias + trend prior]
+    assert float(model.trend_weight.detach()) != 0.0  # the trend prior is in play
     ids, scores = model.score_items("u2", history)
     assert ids == items and torch.allclose(scores, expected, atol=1e-5)

@@ -8,16 +8,25 @@ from streamrec.models.evaluation import (
     LONG_TAIL,
     PrequentialEvaluator,
     RollingMean,
+    expected_metrics,
     metrics_for_ranks,
-    ranks_of_targets,
+    rank_ranges,
 )
 from streamrec.models.popularity import ItemPopularity
 
 
-def rank_of(scores: list[float] | np.ndarray, target: int, exclude: tuple[int, ...] = ()) -> int:
+def ranks_of(scores: list[float] | np.ndarray, target: int, exclude: tuple[int, ...] = ()) -> tuple[int, int]:
+    """``(best, worst)`` rank the target can take once ties are broken."""
     candidates = np.ones((1, len(scores)), dtype=bool)
     candidates[0, list(exclude)] = False
-    return int(ranks_of_targets(np.asarray([scores], dtype=float), np.array([target]), candidates)[0])
+    beaten, tied = rank_ranges(np.asarray([scores], dtype=float), np.array([target]), candidates)
+    return int(beaten[0]) + 1, int(beaten[0] + tied[0]) + 1
+
+
+def rank_of(scores: list[float] | np.ndarray, target: int, exclude: tuple[int, ...] = ()) -> int:
+    best, worst = ranks_of(scores, target, exclude)
+    assert best == worst, "no ties expected"
+    return best
 
 
 def metrics_of(rank: int) -> dict[str, float]:
@@ -31,8 +40,20 @@ def test_rank_counts_only_candidates_that_are_not_excluded():
     assert rank_of(scores, target=0, exclude=(0,)) == 1  # the target is never excluded
 
 
-def test_ties_count_against_the_target():
-    assert rank_of(np.zeros(100), target=42) == 100
+def test_ties_give_the_expected_metrics_of_a_random_tie_break():
+    assert ranks_of(np.zeros(100), target=42) == (1, 100)
+    beaten, tied = np.array([0, 5, 25]), np.array([99, 9, 4])
+    values = expected_metrics(beaten, tied)
+    brute = {name: [] for name in values}
+    for b, t in zip(beaten, tied, strict=True):  # average the untied metrics over every place the target can take
+        places = metrics_for_ranks(np.arange(b + 1, b + t + 2))
+        for name in brute:
+            brute[name].append(places[name].mean())
+    for name in values:
+        assert values[name] == pytest.approx(brute[name]), name
+    assert values["hr@10"].tolist() == pytest.approx([0.1, 0.5, 0.0]) and values["recall@20"][2] == 0.0
+    with pytest.raises(ValueError):
+        expected_metrics(np.array([-1]), np.array([0]))
 
 
 def test_metrics_for_ranks():
@@ -46,7 +67,7 @@ def test_metrics_for_ranks():
 
 def test_prequential_cumulative_rolling_and_slices():
     evaluator = PrequentialEvaluator(window=2)
-    evaluator.update_many(np.array([1, 3, 50]), {COLD_USER: np.array([True, False, True]),
+    evaluator.update_many(metrics_for_ranks(np.array([1, 3, 50])), {COLD_USER: np.array([True, False, True]),
                                                  LONG_TAIL: np.array([False, False, True])})  # fmt: skip
     assert evaluator.count() == 3 and evaluator.count(COLD_USER) == 2 and evaluator.count(LONG_TAIL) == 1
     assert evaluator.get("hr@10") == pytest.approx(2 / 3)
@@ -76,9 +97,10 @@ def test_batch_ranks_equal_one_at_a_time_ranks():
     candidates = np.ones_like(scores, dtype=bool)
     for b, ex in enumerate(excluded):
         candidates[b, ex] = False
-    batch = ranks_of_targets(scores, targets, candidates)
-    single = [rank_of(scores[b], int(targets[b]), tuple(excluded[b])) for b in range(40)]
-    assert batch.tolist() == single
+    beaten, tied = rank_ranges(scores, targets, candidates)
+    single = [ranks_of(scores[b], int(targets[b]), tuple(excluded[b])) for b in range(40)]
+    assert list(zip((beaten + 1).tolist(), (beaten + tied + 1).tolist(), strict=True)) == single
+    assert tied.sum() > 0
 
 
 def test_rolling_mean_keeps_the_last_window_values_across_wraparound():
@@ -96,9 +118,20 @@ def test_one_batch_equals_the_same_ranks_fed_one_at_a_time():
     cold = np.array([True, False, True, False, False])
     one, many = PrequentialEvaluator(window=3), PrequentialEvaluator(window=3)
     for rank, is_cold in zip(ranks, cold, strict=True):
-        one.update_many(np.array([rank]), {COLD_USER: np.array([is_cold])})
-    many.update_many(ranks, {COLD_USER: cold})
+        one.update_many(metrics_for_ranks(np.array([rank])), {COLD_USER: np.array([is_cold])})
+    many.update_many(metrics_for_ranks(ranks), {COLD_USER: cold})
     assert one.report().keys() == many.report().keys()
     for name, row in one.report().items():
         assert row == pytest.approx(many.report()[name])
     assert many.count(COLD_USER) == 2
+
+
+def test_kept_events_name_their_users_per_slice():
+    evaluator = PrequentialEvaluator(keep_events=True)
+    evaluator.update_many(
+        metrics_for_ranks(np.array([1, 2, 30])), {COLD_USER: np.array([False, True, True])}, ["a", "b", "c"]
+    )
+    users, values = evaluator.events(COLD_USER)
+    assert users == ["b", "c"] and values[:, 0].tolist() == [1.0, 0.0]  # hr@10 of ranks 2 and 30
+    with pytest.raises(ValueError, match="user"):
+        evaluator.update_many(metrics_for_ranks(np.array([1])))
