@@ -129,8 +129,12 @@ def run_service(
     Kafka.
 
     ``with_inference_worker=False`` leaves the inference worker out, as a stream worker runs when it
-    is down: local augmentation goes on, text and LLM requests go unanswered."""
-    child_env = {**os.environ, **env}
+    is down: local augmentation goes on, text and LLM requests go unanswered.
+
+    The stream's first 10% trains every model but is not scored: the baselines were tuned there
+    (``bench.tune_baselines``)."""
+    tuning = int(0.1 * (limit or len(dataset.interactions)))
+    child_env = {**os.environ, "STREAMREC_EVALUATION_TUNING_EVENTS": str(tuning), **env}
     asyncio.run(ensure_topics(settings))
     inference = None
     if settings.train and settings.augment and with_inference_worker:

@@ -26,7 +26,7 @@ class RecommenderConfig:
     dim: int = 64
     content_dim: int = 384
     history_length: int = 20
-    user_init_std: float = 0.05
+    user_init_std: float = 0.0  # a new user starts at zero: noise would only blur what the trend prior ranks
     history_half_life: float = 8.0  # in positions: the newest item weighs 1, 8 items back 1/2
     sequence: str = "pooled"  # the user tower's order term: see models/recommender/sequence.py
     trend_half_life_s: float | None = 7 * 86_400.0  # the trend prior (models/recommender/trend.py); None: off

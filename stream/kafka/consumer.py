@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import heapq
 import logging
 import time
 from collections import Counter
@@ -151,31 +152,66 @@ class Batch:
     assignment: int  # the consumer's assignment count when handed over; a revoke makes it stale
 
 
-def batches_from(fetched: Mapping[TP, Sequence[Any]], assignment: int, size: int) -> list[Batch]:
+def record_timestamp(record: Any) -> int:
+    """The Kafka record's own timestamp (ms): the default order of a fetch's partitions."""
+    return int(record.timestamp)
+
+
+def batches_from(
+    fetched: Mapping[TP, Sequence[Any]],
+    assignment: int,
+    size: int,
+    time_of: Callable[[Any], int] | None = record_timestamp,
+) -> list[Batch]:
     """Cut a fetch (aiokafka ``ConsumerRecord``s and :class:`UnreadableBatch` markers) into batches.
 
-    Each batch holds at most ``size`` records; partitions and offsets keep their order, and a
-    marker stays between the records fetched before and after it.
+    Each batch holds at most ``size`` records; each partition's records keep their offset order,
+    and a marker stays between the records fetched before and after it. With ``time_of`` (a
+    record's time in ms: its Kafka timestamp, or the event time in its payload) the partitions are
+    interleaved by that time (a merge: no partition's order changes), so that a fetch cut into
+    several batches hands each topic's events over in step: cut partition by partition, a user's
+    purchase could reach the state a batch before the click that preceded it, and that click could
+    not be scored (it is *late*: :mod:`streamrec.stream.worker.user_state`).
     """
     batches: list[Batch] = []
     current = Batch([], [], {}, assignment)
-    for tp, items in fetched.items():
+    merge = time_of is not None and len(fetched) > 1
+    for tp, item in _merged(fetched, time_of) if merge else _concatenated(fetched):  # type: ignore[arg-type]
         key = (tp.topic, tp.partition)
-        for item in items:
-            if len(current.records) >= size:
-                batches.append(current)
-                current = Batch([], [], {}, assignment)
-            if isinstance(item, UnreadableBatch):
-                current.unreadable.append(item)
-                first, end = item.first, item.end
-            else:
-                current.records.append(Record.from_consumer_record(item))
-                first, end = item.offset, item.offset + 1
-            seen = current.ranges.get(key)
-            current.ranges[key] = range(first, end) if seen is None else range(seen.start, end)
+        if len(current.records) >= size:
+            batches.append(current)
+            current = Batch([], [], {}, assignment)
+        if isinstance(item, UnreadableBatch):
+            current.unreadable.append(item)
+            first, end = item.first, item.end
+        else:
+            current.records.append(Record.from_consumer_record(item))
+            first, end = item.offset, item.offset + 1
+        seen = current.ranges.get(key)
+        current.ranges[key] = range(first, end) if seen is None else range(seen.start, end)
     if current.ranges:
         batches.append(current)
     return batches
+
+
+def _concatenated(fetched: Mapping[TP, Sequence[Any]]) -> Iterator[tuple[TP, Any]]:
+    for tp, items in fetched.items():
+        for item in items:
+            yield tp, item
+
+
+def _merged(fetched: Mapping[TP, Sequence[Any]], time_of: Callable[[Any], int]) -> Iterator[tuple[TP, Any]]:
+    """Every partition's items, merged by ``time_of``; a marker takes the time of the record before it."""
+
+    def timed(tp: TP, items: Sequence[Any]) -> Iterator[tuple[int, TP, Any]]:
+        ts = -(2**63)
+        for item in items:
+            if not isinstance(item, UnreadableBatch):
+                ts = time_of(item)
+            yield ts, tp, item
+
+    for _, tp, item in heapq.merge(*(timed(tp, items) for tp, items in fetched.items()), key=lambda e: e[0]):
+        yield tp, item
 
 
 # --- Unreadable batches: aiokafka's batch iteration, guarded -------------------------------------
@@ -310,6 +346,7 @@ class InputRoutes:
 
     routes: tuple[Route, ...]
     max_batch_records: int = 1000  # a larger fetch is split, in order
+    time_of: Callable[[Any], int] | None = record_timestamp  # a fetch's partitions merged by it (batches_from)
     max_queued_batches: int = 2  # per route: a slow handler slows the fetching, memory stays bounded
     after_seek: AfterSeek | None = None  # the learner's rewind
 
@@ -351,10 +388,13 @@ class BatchConsumer(FaustAIOKafkaConsumer):
         return tp.topic in self._lane_of
 
     def behind(self, tp: TP) -> bool:
-        """Whether an input partition has records not handed over yet (as of its last fetch response)."""
+        """Whether an input partition may have records not handed over yet (as of its last fetch response).
+
+        Not yet positioned, or never fetched: perhaps; its first fetch says.
+        """
         next_offset = self._next.get(tp)
         end = self.highwater(tp) if next_offset is not None else None
-        return end is not None and next_offset < end
+        return next_offset is None or end is None or next_offset < end
 
     async def serve(self, name: str) -> None:
         """Run one route's handler over its batches, in order, until cancelled (an app task)."""
@@ -415,7 +455,8 @@ class BatchConsumer(FaustAIOKafkaConsumer):
                     await self._reposition(not_handed)
                 for name, fetched in handed.items():
                     lane = self._lanes[name]
-                    for chunk in batches_from(fetched, assignment, self.routes.max_batch_records):
+                    size, time_of = self.routes.max_batch_records, self.routes.time_of
+                    for chunk in batches_from(fetched, assignment, size, time_of):
                         self.stats.batches += 1
                         self.stats.records += len(chunk.records)
                         for marker in chunk.unreadable:

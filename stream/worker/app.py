@@ -30,7 +30,7 @@ from streamrec.stream.worker.agent_failure import exit_on_error
 from streamrec.stream.worker.api import register_views
 from streamrec.stream.worker.augmentation import StreamAugmenter
 from streamrec.stream.worker.contract import Limits
-from streamrec.stream.worker.event_time import PartitionPacer
+from streamrec.stream.worker.event_time import PartitionPacer, event_time_of
 from streamrec.stream.worker.ingest import Ingestor, IngestStats, TrainingEvent
 from streamrec.stream.worker.learner import Learner
 from streamrec.stream.worker.parameter_sync import ItemParameterExchange
@@ -223,6 +223,9 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
             Route("ingest_catalogue", frozenset({settings.topic_catalogue}), ingest_catalogue),
         ),
         max_batch_records=settings.batch_size,
+        # A fetch's partitions are merged by event time, read from the payload (Kafka's own timestamps
+        # are too coarse: a fast producer stamps dozens of records with the same millisecond).
+        time_of=event_time_of if settings.event_time_alignment else None,
         # After the seek to the committed offsets, the learner seeks back to what it has trained on.
         after_seek=learner.rewind if learner is not None else None,
     )

@@ -98,7 +98,7 @@ Id = Annotated[
 ]
 
 
-def _timestamp_to_ms(value: Any) -> Any:
+def timestamp_to_ms(value: Any) -> Any:
     """Accept epoch milliseconds (an integer, or its digits as text) or an ISO-8601 string; naive times are UTC."""
     if isinstance(value, bool):
         # JSON true/false is not a time; pydantic's lax int would take it as 1 or 0 ms and the range
@@ -137,7 +137,7 @@ Price = Annotated[float, Field(ge=0, allow_inf_nan=False), BeforeValidator(_not_
 
 Timestamp = Annotated[
     int,
-    BeforeValidator(_timestamp_to_ms),
+    BeforeValidator(timestamp_to_ms),
     WithJsonSchema(
         {
             "anyOf": [

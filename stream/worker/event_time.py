@@ -33,6 +33,10 @@ import logging
 from collections.abc import Hashable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
+import orjson
+
+from streamrec.stream.worker.contract import timestamp_to_ms
+
 log = logging.getLogger(__name__)
 
 TPT = TypeVar("TPT", bound=Hashable)
@@ -79,6 +83,19 @@ class EventTimeAligner(Generic[TPT]):
         if mark is None:
             return set()
         return {tp for tp in assigned if tp in self.newest and self.newest[tp] > mark + self.slack_ms}
+
+
+def event_time_of(record: Any) -> int:
+    """An interaction record's event time in ms: its payload's ``ts``, else its Kafka timestamp.
+
+    Only orders records for hand-over; the contract validates ``ts`` afterwards, and a record
+    without a usable one is dead-lettered there.
+    """
+    try:
+        ts = timestamp_to_ms(orjson.loads(record.value)["ts"])
+    except (orjson.JSONDecodeError, TypeError, KeyError, ValueError):
+        return int(record.timestamp)
+    return ts if isinstance(ts, int) and not isinstance(ts, bool) else int(record.timestamp)
 
 
 class PartitionPacer:

@@ -1,10 +1,10 @@
-"""Topics read in step in event time: clicks are not made late by a topic that runs ahead.
+"""Topics read in step in event time: clicks are not made late by a topic read ahead of them.
 
 A backlog on both topics is the case that hurts: a worker that starts behind (after a deploy, or a
-replay written faster than it is read) reads the clicks and purchases topics at different speeds.
-Every purchase here repeats a click on the same item at the same time, as in MovieLens; a click
-whose purchase was applied first is late and cannot be scored. The same records are read by two
-consumer groups, one with the pacing off and one with it on.
+replay written faster than it is read) fetches many records of each partition at once. Every
+purchase here repeats a click on the same item at the same time, as in MovieLens; a click whose
+purchase was applied first is late and cannot be scored. The same records are read by two consumer
+groups, one with ``STREAMREC_EVENT_TIME_ALIGNMENT`` off and one with it on (the default).
 """
 
 from __future__ import annotations
@@ -36,11 +36,8 @@ def test_pausing_the_topic_that_runs_ahead_scores_nearly_every_click(app_setting
     assert done.returncode == 0, done.stderr
     events = twin_events(3000)
     clicks = sum(e["type"] == "click" for e in events)
-    purchases = [e for e in events if e["type"] == "purchase"]
-    # The whole purchases topic first, then the clicks: both wait, complete, before any worker reads.
-    asyncio.run(produce(app_settings["kafka_bootstrap_servers"], records_for(app_settings, purchases)))
-    asyncio.run(produce(app_settings["kafka_bootstrap_servers"],
-                        records_for(app_settings, [e for e in events if e["type"] == "click"])))  # fmt: skip
+    # Produced as they happen (in time order, both topics), all before any worker reads: a backlog.
+    asyncio.run(produce(app_settings["kafka_bootstrap_servers"], records_for(app_settings, events)))
 
     results = {}
     for aligned in (False, True):
@@ -56,7 +53,8 @@ def test_pausing_the_topic_that_runs_ahead_scores_nearly_every_click(app_setting
         results[aligned] = (scored, late, worker.get("/stats")[1]["pacing"])
         worker.stop()
 
-    (_, late_off, _), (scored_on, late_on, pacing) = results[False], results[True]
-    assert late_off > 0.2 * clicks, results  # unpaced, the purchases run ahead and make their clicks late
-    assert scored_on >= 0.9 * clicks and late_on < late_off / 3, results
-    assert pacing["pauses"] > 0 and pacing["slack_ms"] == 0
+    # Off, how many clicks are late depends on which topic each fetch lists first (it varies from run to
+    # run); on, the fetch's partitions are interleaved by record time and read in step across fetches.
+    scored_on, late_on, pacing = results[True]
+    assert scored_on >= 0.98 * clicks and late_on <= 0.02 * clicks, results
+    assert pacing["slack_ms"] == 0 and results[False][2] == {}

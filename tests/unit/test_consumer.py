@@ -55,7 +55,7 @@ def record(tp: TopicPartition, offset: int, value: bytes = b"{}") -> ConsumerRec
 
 def test_a_fetch_becomes_batches_in_partition_order_split_at_the_limit_with_the_offsets_they_cover():
     fetched = {CLICKS_0: [record(CLICKS_0, o) for o in range(10, 15)], CLICKS_1: [record(CLICKS_1, 3)]}
-    batches = batches_from(fetched, assignment=7, size=2)
+    batches = batches_from(fetched, assignment=7, size=2, time_of=None)
     assert [[(r.partition, r.offset) for r in b.records] for b in batches] == [
         [(0, 10), (0, 11)],
         [(0, 12), (0, 13)],
@@ -71,6 +71,29 @@ def test_a_fetch_becomes_batches_in_partition_order_split_at_the_limit_with_the_
     assert (first.message is first, first.timestamp, first.key, first.value) == (True, 1_700_000_000.01, b"k", b"{}")
     # the ingestion's own view of a batch agrees with what the consumer says it covers
     assert offset_ranges(batches[2].records) == batches[2].ranges
+
+
+def timed(tp: TopicPartition, offset: int, ts_ms: int) -> ConsumerRecord:
+    return ConsumerRecord(tp.topic, tp.partition, offset, ts_ms, 0, b"k", b"{}", None, 1, 2, ())
+
+
+def test_a_fetch_of_several_partitions_is_interleaved_by_record_timestamp_each_partition_in_order():
+    """The purchases topic's records do not all come before the clicks': they go in step, in time."""
+    purchases_0 = TopicPartition("purchases", 0)
+    clicks = [timed(CLICKS_0, 10 + n, ts) for n, ts in enumerate((100, 104, 108, 101))]  # the last one is older
+    purchases = [timed(purchases_0, 50 + n, ts) for n, ts in enumerate((102, 103, 109))]
+    batches = batches_from({purchases_0: purchases, CLICKS_0: clicks}, assignment=0, size=3)
+    order = [(r.topic, r.offset) for b in batches for r in b.records]
+    assert order == [("clicks", 10), ("purchases", 50), ("purchases", 51), ("clicks", 11), ("clicks", 12),
+                     ("clicks", 13), ("purchases", 52)]  # fmt: skip
+    # each batch covers a contiguous run of each partition, as the commit and the learner need
+    assert [b.ranges for b in batches] == [
+        {("clicks", 0): range(10, 11), ("purchases", 0): range(50, 52)},
+        {("clicks", 0): range(11, 14)},
+        {("purchases", 0): range(52, 53)},
+    ]
+    for batch in batches:
+        assert offset_ranges(batch.records) == batch.ranges
 
 
 def test_an_unreadable_marker_stays_between_the_records_fetched_around_it_and_widens_the_range():
@@ -256,7 +279,8 @@ async def test_an_assignment_starts_at_the_commit_or_the_log_start_then_the_rewi
     await h.consumer.perform_seek()
     assert h.seeks == [{CLICKS_0: 8, CLICKS_1: 3}]  # rewound below the commit; no commit: the log start
     got = await h.run(fetch(CLICKS_0, range(8, 12)) | fetch(CLICKS_1, range(3, 5)), fetch(CLICKS_0, range(12, 14)))
-    assert got == [[(0, 8), (0, 9), (0, 10), (0, 11), (1, 3), (1, 4)], [(0, 12), (0, 13)]]
+    # one fetch, its partitions interleaved by record timestamp (here the offset): partition 1's are older
+    assert got == [[(1, 3), (1, 4), (0, 8), (0, 9), (0, 10), (0, 11)], [(0, 12), (0, 13)]]
     assert h.consumer._handled == {CLICKS_0: 14, CLICKS_1: 5}
 
 

@@ -84,3 +84,18 @@ def test_a_revoked_partition_is_forgotten_and_not_resumed():
     consumer.paused.discard(PURCHASES)
     pacer.pace(consumer)
     assert pacer.paused == set() and PURCHASES not in pacer.aligner.newest and consumer.paused == set()
+
+
+def test_a_records_event_time_is_read_from_its_payload_as_the_contract_reads_it():
+    from types import SimpleNamespace
+
+    from streamrec.stream.worker.event_time import event_time_of
+
+    def of(value: bytes) -> int:
+        return event_time_of(SimpleNamespace(value=value, timestamp=1_700_000_000_000))
+
+    assert of(b'{"ts": 874724710000, "user_id": "u"}') == 874724710000
+    assert of(b'{"ts": "874724710000"}') == 874724710000
+    assert of(b'{"ts": "1997-09-20T03:05:10Z"}') == 874724710000
+    # not an event time: the record's own timestamp orders it (the contract dead-letters it later)
+    assert of(b'{"ts": true}') == of(b"not json") == of(b'{"no_ts": 1}') == of(b'{"ts": "soon"}') == 1_700_000_000_000
