@@ -3,9 +3,13 @@
 * **Item tower**: an id embedding (own row once frequent, see :mod:`streamrec.models.vocabulary`) plus a
   learned projection of the item's content vector. Content is zeros until augmentation fills it;
   the projection starts at zero, so an empty content vector changes nothing.
-* **User tower**: a user-id embedding plus a projection of the recency-weighted mean of the item
-  vectors in the user's recent history (from the Faust ``user_state`` table).
-* **Score**: dot product plus an item bias.
+* **User tower**: a user-id embedding (zero for a new user) plus a projection of the
+  recency-weighted mean of the item vectors in the user's recent history (from the Faust
+  ``user_state`` table), plus an optional order term over that history (:mod:`.sequence`:
+  transitions from the last items, a SASRec-style attention block or a GRU).
+* **Score**: dot product plus an item offset: the item's bias and the trend prior
+  ``γ · log(floor + decayed count)`` with a learned ``γ`` (:mod:`.trend`), what is popular now,
+  which carries users the model knows little about.
 * **Loss**: for positive samples (``label`` 1), sampled softmax over the true item and negatives
   drawn in proportion to ``popularity ** popularity_exponent``, with the log-probability of drawing
   each candidate subtracted from its logit (logQ correction), so popular items are not simply
@@ -26,7 +30,8 @@
   the history tower carries what is specific to the user.
 
 Modules: :mod:`.sample` (the training example), :mod:`.model` (tables, towers, loss, serving),
-:mod:`.sampling` (negatives ∝ popularity^α with logQ), :mod:`.serialisation` (checkpoints).
+:mod:`.sequence` (the user tower's order term), :mod:`.trend` (the trend prior), :mod:`.sampling`
+(negatives ∝ popularity^α with logQ), :mod:`.serialisation` (checkpoints).
 
 ``learn_many`` / ``rank`` / ``recommend`` follow river's learn/predict naming so the baselines and
 this model run under one evaluation loop.

@@ -703,6 +703,19 @@ class ChangelogAckedTable(faust.Table):
         """The changelog writes the broker has not acknowledged yet."""
         return list(self.__dict__.get("_unacked_changelog", ()))
 
+    def _verify_source_topic_partitions(self, source_topic: str) -> None:
+        """Faust's check that the changelog has as many partitions as the source, once it can be made.
+
+        Right after a worker starts, the consumer's metadata may still list a changelog topic created
+        a moment ago with 0 partitions (its leader not elected yet). Faust took that for a mismatch
+        (4 against 0) and the first write to the table stopped the worker: a crash at startup whenever
+        a record came in that early. 0 means "not known yet": the check is left for the next write,
+        which makes it once the metadata knows the topic; a real mismatch still stops the worker.
+        """
+        if self.app.consumer.topic_partitions(self.changelog_topic_name) == 0:
+            return
+        super()._verify_source_topic_partitions(source_topic)
+
 
 async def changelog_acked(app: Any, warn_after_s: float = 10.0) -> None:
     """Wait until every changelog write made so far by ``app``'s tables is acknowledged; raise if one failed.

@@ -75,7 +75,7 @@ def test_quick_report_figures_were_measured_in_this_run(quick_report: tuple[Path
 
     service = results["service"]
     assert service["events"] == 15_000 and service["trained"] == 15_000
-    assert set(service["metrics"]) == {"streamrec", "most_popular", "biased_mf", "funk_mf"}
+    assert set(service["metrics"]) == {"streamrec", "most_popular", "cooccurrence", "item_knn", "biased_mf", "funk_mf"}
     assert len(service["quality"]) >= 2
     for model in service["metrics"]:
         scored = [point["models"][model]["n"] for point in service["quality"] if model in point["models"]]

@@ -580,3 +580,20 @@ def test_a_record_is_what_the_tables_take_for_an_event():
     assert (
         weakref.ref(r)() is r
     )  # streamrec.stream.worker.ingest.writing_for keeps a weak reference to the current event
+
+
+def test_a_changelog_whose_metadata_is_not_known_yet_is_checked_on_a_later_write_not_taken_for_a_mismatch():
+    h = Harness()
+    app = h.consumer.app
+    table = app.tables.add(ChangelogAckedTable(app, name="catalogue", beacon=app.tables.beacon))
+    partitions = {"clicks": 4, table.changelog_topic_name: 0}
+    h.consumer.topic_partitions = partitions.get  # the consumer's metadata snapshot, just after start
+    table._verify_source_topic_partitions("clicks")  # 4 against "0": not known yet, no error
+    assert "clicks" not in table._verified_source_topics_for_partitions
+    partitions[table.changelog_topic_name] = 4
+    table._verify_source_topic_partitions("clicks")
+    assert "clicks" in table._verified_source_topics_for_partitions  # checked once the metadata knows it
+    other = app.tables.add(ChangelogAckedTable(app, name="other", beacon=app.tables.beacon))
+    partitions[other.changelog_topic_name] = 8
+    with pytest.raises(faust.exceptions.PartitionsMismatch):  # a real mismatch still stops the worker
+        other._verify_source_topic_partitions("clicks")
