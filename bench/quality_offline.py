@@ -146,6 +146,9 @@ def main() -> None:
         return out
 
     against_best = {v: compare(v, best) for v in variants}
+    # The goal on each slice is against the baseline that is best *there* (popularity on cold users, ...).
+    slice_best = {s: max(baselines, key=lambda m, s=s: means[m][s]["ndcg@10"]) for s in SLICE_NAMES}
+    against_slice_best = {v: {s: compare(v, slice_best[s])[s] for s in SLICE_NAMES} for v in variants}
     against_first = {v: compare(v, variants[0]) for v in variants[1:]}
 
     command = ".venv/bin/python -m streamrec.bench.quality_offline " + " ".join(sys.argv[1:])
@@ -168,6 +171,11 @@ def main() -> None:
             row += f"{means[m][s]['hr@10']:>11.4f}{means[m][s]['ndcg@10']:>11.4f}{f'({seed_sd[m][s]:.4f})':>12}"
         print(row)
     print(f"\nbest baseline by overall NDCG@10: {best}")
+    for v, by_slice in against_slice_best.items():
+        print(f"\n{v} vs the best baseline of each slice (paired over seeds, 95% CI from resampling users):")
+        for s, by_metric in by_slice.items():
+            for metric, d in by_metric.items():
+                print(f"  {SLICE_NAMES[s]:<18}{metric:<9}{d.describe(v, slice_best[s])}")
     comparisons = (("vs the best baseline", against_best, best), (f"vs {variants[0]}", against_first, variants[0]))
     for title, table, other in comparisons:
         for v, by_slice in table.items():
@@ -187,6 +195,8 @@ def main() -> None:
         "seed_sd_ndcg": seed_sd,
         "best_baseline": best,
         "against_best": _jsonable(against_best),
+        "slice_best": slice_best,
+        "against_slice_best": _jsonable(against_slice_best),
         "against_first": _jsonable(against_first),
         "seconds": [r["seconds"] for r in runs],
     }

@@ -117,7 +117,8 @@ ROWS: list[tuple[str, list[Panel]]] = [
                 "Events trained but not scored",
                 {"{{reason}}": rate_by("streamrec_events_not_scored_total", "reason")},
                 "ops",
-                "late: an earlier event arrived after a later one; unrankable: nothing to rank yet.",
+                "late: an earlier event arrived after a later one; "
+                "reread: read again after a restart, its user's state already holds what followed.",
             ),
             Panel(
                 "Drift alarms (ADWIN on the prequential loss)",
