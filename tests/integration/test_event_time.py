@@ -4,7 +4,7 @@ A backlog on both topics is the case that hurts: a worker that starts behind (af
 replay written faster than it is read) fetches many records of each partition at once. Every
 purchase here repeats a click on the same item at the same time, as in MovieLens; a click whose
 purchase was applied first is late and cannot be scored. The same records are read by two consumer
-groups, one with ``STREAMREC_EVENT_TIME_ALIGNMENT`` off and one with it on (the default).
+groups, one with ``STREAMREC_EVENT_TIME_ALIGNMENT`` off (the default) and one with it on.
 """
 
 from __future__ import annotations
