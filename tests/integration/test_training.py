@@ -57,9 +57,10 @@ def test_worker_scores_trains_serves_and_publishes_what_the_model_holds(training
     counts = {name: table["overall"]["n"] for name, table in metrics.items()}
     assert model["reread"] == 0 and model["catalogue"] == len({e["item_id"] for e in events})
     assert len(set(counts.values())) == 1 and 0 < counts["streamrec"] == clicks - model["late"]
-    # the second column: only clicks on items the model had trained on, ranked among those
+    # the second column: only clicks on items the model had trained on, ranked among those (how many
+    # clicks are on unknown items depends on which topic is read first: purchases teach items too)
     known = {name: table["known_items"]["n"] for name, table in metrics.items()}
-    assert set(known.values()) == {clicks - model["late"] - model["unknown_items"]} and model["unknown_items"] > 0
+    assert set(known.values()) == {clicks - model["late"] - model["unknown_items"]}
     # clicks read after a later event of their user (the purchases topic read ahead) are not scored
     assert 0.0 <= metrics["streamrec"]["overall"]["hr@10"] <= 1.0
     assert model["memory"]["items"]["assigned"] == len({e["item_id"] for e in events})
