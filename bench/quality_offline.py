@@ -24,6 +24,7 @@ variant and the best baseline (by overall NDCG@10) with its 95% interval from re
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import platform
@@ -49,10 +50,16 @@ SHOWN = ("hr@10", "ndcg@10")
 
 def overrides(pairs: list[str]) -> dict[str, Any]:
     """``["user_init_std=0", "trend_half_life_s=None"]`` as RecommenderConfig keyword arguments."""
+    fields = RecommenderConfig.__dataclass_fields__
     found: dict[str, Any] = {}
     for pair in pairs:
         name, _, value = pair.partition("=")
-        found[name] = None if value == "None" else type(getattr(RecommenderConfig(), name))(value)
+        if name not in fields:
+            raise SystemExit(f"--set {pair}: RecommenderConfig has no field {name!r}")
+        try:  # a Python literal (0.05, None, False, 'gru'), else the text itself
+            found[name] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            found[name] = value
     return found
 
 
@@ -63,8 +70,9 @@ def run_seed(dataset: Any, seed: int, sequences: list[str], args: argparse.Names
     """
     tuning = int(len(dataset.interactions) * args.tuning_fraction)
     trainers = {}
+    fixed = {"dim": args.dim, **overrides(args.set)}
     for k, sequence in enumerate(sequences):
-        config = RecommenderConfig(**{"dim": args.dim, **overrides(args.set), "seed": seed, "sequence": sequence})
+        config = RecommenderConfig(**{**fixed, "seed": seed, "sequence": sequence})
         baselines = dict(default_baselines(seed)) if k == 0 else {}
         trainer = OnlineTrainer(Recommender(config), baselines, keep_events=True, tuning_events=tuning)
         trainer.announce(item["item_id"] for item in dataset.catalogue)
@@ -122,16 +130,14 @@ def main() -> None:
         users = runs[0]["events"][model][slice_name][0]
         return users, [run["events"][model][slice_name][1][:, column] for run in runs]
 
-    means = {
-        m: {s: {metric: float(np.mean([v.mean() for v in per_event(m, s, metric)[1]]) if per_event(m, s, metric)[0]
-                               else 0.0) for metric in SHOWN} for s in SLICE_NAMES}
-        for m in models
-    }  # fmt: skip
-    seed_sd = {
-        m: {s: float(np.std([v.mean() for v in per_event(m, s, "ndcg@10")[1]]) if per_event(m, s, "ndcg@10")[0]
-                     else 0.0) for s in SLICE_NAMES}
-        for m in models
-    }  # fmt: skip
+    def per_seed(model: str, slice_name: str, metric: str) -> list[float]:
+        """The metric's mean in each seed's run (0 where the slice is empty)."""
+        users, values = per_event(model, slice_name, metric)
+        return [float(v.mean()) if users else 0.0 for v in values]
+
+    means = {m: {s: {metric: float(np.mean(per_seed(m, s, metric))) for metric in SHOWN} for s in SLICE_NAMES}
+             for m in models}  # fmt: skip
+    seed_sd = {m: {s: float(np.std(per_seed(m, s, "ndcg@10"))) for s in SLICE_NAMES} for m in models}
     best = max(baselines, key=lambda m: means[m][OVERALL]["ndcg@10"])
 
     def compare(a: str, b: str) -> dict[str, dict[str, Difference]]:

@@ -31,7 +31,7 @@ difference, so a reader sees how much the seed moves it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -121,4 +121,4 @@ def paired_over_seeds(
     found = paired_difference(users, a_mean, b_mean, draws, seed)
     runs = max(len(a_runs), len(b_runs))
     per_seed = tuple(float(np.mean(a_runs[k % len(a_runs)]) - np.mean(b_runs[k % len(b_runs)])) for k in range(runs))
-    return Difference(**{**found.__dict__, "per_seed": per_seed})
+    return replace(found, per_seed=per_seed)

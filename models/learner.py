@@ -43,6 +43,7 @@ from streamrec.models.prequential import (
     Baseline,
     BaselineEvaluator,
     BaselineSink,
+    Candidates,
     EvaluationBatch,
     candidate_mask,
     score_protocol,
@@ -127,11 +128,9 @@ class OnlineTrainer:
     reread: int = 0
     evaluated: int = 0
     _events_seen: int = field(default=0, init=False, repr=False)
-    _catalogue: list[str] = field(default_factory=list, init=False, repr=False)  # the candidates, in column order
-    _position: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    _columns: Candidates = field(default_factory=Candidates, init=False, repr=False)  # the whole catalogue
     _announced: list[str] = field(default_factory=list, init=False, repr=False)  # not yet sent to the baselines
     _known: set[str] = field(default_factory=set, init=False, repr=False)  # items with a row in the model
-    _known_mask: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool), init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.evaluator = PrequentialEvaluator(self.window, keep_events=self.keep_events)
@@ -172,7 +171,7 @@ class OnlineTrainer:
     @property
     def catalogue_size(self) -> int:
         """Items every scored event is ranked among."""
-        return len(self._catalogue)
+        return len(self._columns.items)
 
     def announce(self, item_ids: Iterable[str]) -> None:
         """Items the catalogue announced: candidates from now on, even before anyone chooses them."""
@@ -180,9 +179,7 @@ class OnlineTrainer:
             self._add_candidate(item)
 
     def _add_candidate(self, item: str) -> None:
-        if item not in self._position:
-            self._position[item] = len(self._catalogue)
-            self._catalogue.append(item)
+        if self._columns.add(item):
             self._announced.append(item)
 
     def _evaluate(self, batch: Sequence[Observation], report: StepReport) -> EvaluationBatch:
@@ -209,13 +206,8 @@ class OnlineTrainer:
             known_removed=list(self._known - known),
         )
         self._announced = []
-        for item in protocol.known_removed:
-            self._known_mask[self._position[item]] = False
         self._known = known
-        self._known_mask = np.resize(self._known_mask, len(self._catalogue))
-        self._known_mask[len(self._known_mask) - len(protocol.candidates_added) :] = False
-        for item in protocol.known_added:
-            self._known_mask[self._position[item]] = True
+        self._columns.mark_known(protocol.known_added, protocol.known_removed)
         if not scored:
             return protocol
         observations = [o for _, o in scored]
@@ -227,12 +219,11 @@ class OnlineTrainer:
                     protocol.seen[o.event.user_id] = list(o.seen)
         protocol.target_known = [o.event.item_id in known for o in observations]
         protocol.slices = self._slices(observations)
-        model_scores = self.model.score_candidates(users, [o.history for o in observations], self._catalogue)
-        targets = np.fromiter((self._position[o.event.item_id] for o in observations), dtype=np.int64, count=len(users))
-        candidates = candidate_mask(self._position, users, protocol.seen, protocol.histories)
-        values = score_protocol(
-            self.evaluator, model_scores.numpy(), targets, candidates, self._known_mask, protocol, users
-        )
+        items, position = self._columns.items, self._columns.position
+        model_scores = self.model.score_candidates(users, [o.history for o in observations], items).numpy()
+        targets = np.fromiter((position[o.event.item_id] for o in observations), dtype=np.int64, count=len(users))
+        candidates = candidate_mask(position, users, protocol.seen, protocol.histories)
+        values = score_protocol(self.evaluator, model_scores, targets, candidates, self._columns.known, protocol, users)
         for ndcg in values["ndcg@10"]:
             report.drift_alarm |= self.drift.update(1.0 - float(ndcg))
         report.evaluated = len(observations)

@@ -46,6 +46,36 @@ class EvaluationBatch:
     known_removed: list[str] = field(default_factory=list)  # items the recommender has forgotten (expiry)
 
 
+class Candidates:
+    """The ranking's columns: every catalogue item in the order it became a candidate, and which of
+    them the recommender has trained on (the ``known_items`` column).
+
+    Columns only grow: an announced item stays a candidate. The known flags move both ways (a
+    forgotten item loses its row). The trainer and the baselines' evaluator each keep one, fed the
+    same changes, so their columns agree wherever the baselines run.
+    """
+
+    def __init__(self) -> None:
+        self.items: list[str] = []
+        self.position: dict[str, int] = {}
+        self.known = np.zeros(0, dtype=bool)
+
+    def add(self, item: str) -> bool:
+        """Make ``item`` a candidate; False if it was one already."""
+        if item in self.position:
+            return False
+        self.position[item] = len(self.items)
+        self.items.append(item)
+        return True
+
+    def mark_known(self, added: Iterable[str], removed: Iterable[str]) -> None:
+        """Flag items the recommender now has rows for, unflag those it forgot (all candidates already)."""
+        if len(self.known) < len(self.items):
+            self.known = np.concatenate([self.known, np.zeros(len(self.items) - len(self.known), dtype=bool)])
+        self.known[[self.position[item] for item in removed]] = False
+        self.known[[self.position[item] for item in added]] = True
+
+
 class BaselineSink(Protocol):
     """Where evaluation batches go: :class:`BaselineEvaluator` here, or one in another process."""
 
@@ -60,34 +90,25 @@ class BaselineEvaluator:
     def __init__(self, baselines: Mapping[str, Baseline], window: int = 1000, keep_events: bool = False) -> None:
         self.baselines = dict(baselines)
         self.evaluators = {name: PrequentialEvaluator(window, keep_events=keep_events) for name in self.baselines}
-        self.candidates: list[str] = []
-        self._position: dict[str, int] = {}
-        self._known = np.zeros(0, dtype=bool)
+        self.columns = Candidates()
 
     def step(self, batch: EvaluationBatch) -> None:
-        self._update_candidates(batch)
-        if batch.scored and self.candidates:
+        for item in batch.candidates_added:
+            self.columns.add(item)
+        self.columns.mark_known(batch.known_added, batch.known_removed)
+        if batch.scored and self.columns.items:
             scored = [batch.events[i] for i in batch.scored]
             users = [user for user, *_ in scored]
-            targets = np.fromiter((self._position[item] for _, item, *_ in scored), dtype=np.int64, count=len(scored))
-            candidates = candidate_mask(self._position, users, batch.seen, batch.histories)
+            position = self.columns.position
+            targets = np.fromiter((position[item] for _, item, *_ in scored), dtype=np.int64, count=len(scored))
+            candidates = candidate_mask(position, users, batch.seen, batch.histories)
             now_s = scored[-1][2]
             for name, baseline in self.baselines.items():
-                scores = baseline.score_batch(users, self.candidates, now_s)
-                score_protocol(self.evaluators[name], scores, targets, candidates, self._known, batch, users)
+                scores = baseline.score_batch(users, self.columns.items, now_s)
+                score_protocol(self.evaluators[name], scores, targets, candidates, self.columns.known, batch, users)
         for user, item, ts_s, weight in batch.events:
             for baseline in self.baselines.values():
                 baseline.learn_one(user, item, ts_s, weight)
-
-    def _update_candidates(self, batch: EvaluationBatch) -> None:
-        for item in batch.candidates_added:
-            if item not in self._position:
-                self._position[item] = len(self.candidates)
-                self.candidates.append(item)
-        self._known = np.resize(self._known, len(self.candidates))
-        self._known[len(self._known) - len(batch.candidates_added) :] = False
-        self._known[[self._position[item] for item in batch.known_removed]] = False
-        self._known[[self._position[item] for item in batch.known_added]] = True
 
     def table(self) -> dict[str, dict[str, dict[str, float]]]:
         return {name: evaluator.report() for name, evaluator in self.evaluators.items()}

@@ -392,13 +392,7 @@ class Recommender:
         trained on, so they are the same for every event in it.
         """
         item_ids, item_rows = self.items.assigned()
-        if not item_ids or not users:
-            return item_ids, torch.zeros(len(users), len(item_ids))
-        rows = torch.tensor(item_rows, dtype=torch.long, device=self.device)
-        items = self._item_vectors(rows, self.item_emb.lookup(rows))
-        users_vec = self.user_vectors(users, histories).to(self.device)
-        scores = users_vec @ items.T + self._item_offsets(rows, self.item_bias.lookup(rows).squeeze(-1))
-        return item_ids, scores.cpu()
+        return item_ids, self._score_rows(users, histories, item_rows)
 
     @torch.inference_mode()
     def score_candidates(
@@ -409,10 +403,16 @@ class Recommender:
         An item without a row of its own scores as the fallback row does: what the model can say
         of an item it has never trained on (all such items tie; evaluation breaks ties at random).
         """
-        if not users or not item_ids:
-            return torch.zeros(len(users), len(item_ids))
         row_of = self.items.row
-        rows = torch.tensor([row_of(item) for item in item_ids], dtype=torch.long, device=self.device)
+        return self._score_rows(users, histories, [row_of(item) for item in item_ids])
+
+    def _score_rows(
+        self, users: Sequence[str], histories: Sequence[Sequence[str]], item_rows: list[int]
+    ) -> torch.Tensor:
+        """``user · item + offset`` for every user and item row, one matrix product, on the CPU."""
+        if not users or not item_rows:
+            return torch.zeros(len(users), len(item_rows))
+        rows = torch.tensor(item_rows, dtype=torch.long, device=self.device)
         items = self._item_vectors(rows, self.item_emb.lookup(rows))
         users_vec = self.user_vectors(users, histories).to(self.device)
         return (users_vec @ items.T + self._item_offsets(rows, self.item_bias.lookup(rows).squeeze(-1))).cpu()

@@ -190,6 +190,7 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
     pacer = None  # reads the interaction topics in step in event time (stream/worker/event_time.py)
     if settings.event_time_alignment:
         pacer = PartitionPacer(settings.interaction_topics, int(settings.event_time_slack_s * 1000))
+        stats.pacer = pacer  # /stats reads its figures when asked, not after every batch
 
     async def ingest_interactions(batch: Batch) -> None:
         nonlocal training
@@ -201,7 +202,6 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
                 newest[tp] = max(newest.get(tp, e.interaction.ts), e.interaction.ts)
             pacer.note_batch(newest)
             pacer.pace(app.consumer)
-            stats.pacing = pacer.as_dict()
         if learner is None:
             return
         # One step in flight: batch n trains (in a thread) while batch n+1 is ingested. Steps stay

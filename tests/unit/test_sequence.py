@@ -44,23 +44,20 @@ def next_item_hit_rate(model: Recommender, samples: list[Sample]) -> float:
     return hits / len(samples)
 
 
-@pytest.mark.parametrize("kind", SEQUENCE_ENCODERS)
+@pytest.mark.parametrize("kind", [kind for kind in SEQUENCE_ENCODERS if kind != "pooled"])
 def test_every_order_term_starts_at_zero_so_a_new_model_scores_as_the_pooled_one(kind):
-    samples = cycle_stream(200)
+    samples = cycle_stream(1000)
+    items = sorted({s.item_id for s in samples})
+    full = [s for s in samples if len(s.history) == 5][:10]  # the order term reads whole histories
+    histories, users = [s.history for s in full], [s.user_id for s in full]
     pooled = Recommender(RecommenderConfig(**SMALL, seed=3))
     ordered = Recommender(RecommenderConfig(**SMALL, seed=3, sequence=kind))
     for model in (pooled, ordered):
-        model.learn_many(samples[:100])  # the dense order term moves after the first step, so compare before it
-    fresh_pooled = Recommender(RecommenderConfig(**SMALL, seed=3))
-    fresh_ordered = Recommender(RecommenderConfig(**SMALL, seed=3, sequence=kind))
-    histories = [s.history for s in samples[100:110]]
-    users = [s.user_id for s in samples[100:110]]
-    for model in (fresh_pooled, fresh_ordered):
-        model.learn_many(samples[:1])
+        for item in items:  # rows for every item, untrained (their initial vectors come from the item id)
+            model.set_content(item, torch.zeros(SMALL["content_dim"]))
+    assert len(full) == 10
     assert torch.allclose(
-        fresh_pooled.score_candidates(users, histories, ["i0", "i5"]),
-        fresh_ordered.score_candidates(users, histories, ["i0", "i5"]),
-        atol=1e-5,
+        pooled.score_candidates(users, histories, items), ordered.score_candidates(users, histories, items), atol=1e-6
     )
 
 

@@ -91,8 +91,8 @@ def test_expired_items_stay_in_the_catalogue_but_leave_the_known_items_column():
     trainer.step([Observation(Event("v", "c", "click", 60_000))])  # a and b expire
     trainer.step([Observation(Event("w", "c", "click", 61_000))])
     sink = trainer.baseline_sink
-    assert sink.candidates == ["a", "b", "c"] and trainer.model.items.ids() == ["c"]
-    assert sink._known.tolist() == [False, False, True] == trainer._known_mask.tolist()
+    assert sink.columns.items == ["a", "b", "c"] and trainer.model.items.ids() == ["c"]
+    assert sink.columns.known.tolist() == [False, False, True] == trainer._columns.known.tolist()
     # one known candidate: the last click is ranked first by every model in the second column
     assert trainer.table()["popularity"][KNOWN_ITEMS]["hr@10"] == 1.0
 
