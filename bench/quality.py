@@ -25,12 +25,14 @@ import json
 import os
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from streamrec.bench.common import MODEL_NAMES, bench_env, describe_machine, remove_state, settings_from, to_train
+from streamrec.models.comparison import paired_over_runs
 from streamrec.models.evaluation import COLD_ITEM, COLD_USER, KNOWN_ITEMS, LONG_TAIL, OVERALL
 from streamrec.stream.kafka.admin import ensure_topics, read_topic
 from streamrec.stream.kafka.local import LocalKafka
@@ -169,6 +171,7 @@ def run_service(
         report, trained_after_s = asyncio.run(replay_and_sample())
         stats = worker.get_json("/stats")[1]
         model = worker.get_json("/model", timeout_s=300)[1]
+        kept = worker.get_json("/model/events", timeout_s=300)[1] if settings.evaluation_keep_events else None
         inference_stats = inference.get_json("/stats")[1] if inference is not None else None
         lat = latencies(settings)
     finally:
@@ -203,7 +206,96 @@ def run_service(
         "metrics": model["metrics"],
         "progress": progress,
         "quality": quality,
+        "kept_events": kept,  # per-event metrics (large: run_service_seeds turns them into comparisons)
     }
+
+
+# Per-event metrics kept per model and slice: more than ML-100K's clicks, so every scored one is kept.
+KEEP_EVENTS = 200_000
+COMPARED = ("hr@10", "ndcg@10")
+
+
+def run_service_seeds(
+    broker_env: dict[str, str],
+    dataset: Any,
+    rate: float,
+    limit: int | None,
+    seeds: int,
+    partitions: int = 4,
+    every_s: float = 5.0,
+    with_inference_worker: bool = True,
+    say: Any = None,
+) -> dict[str, Any]:
+    """:func:`run_service` once per seed (``STREAMREC_MODEL_SEED`` 0, 1, ...: the model's and the
+    baselines' randomness), each on fresh topics and state, then the paired comparisons.
+
+    The first run's figures are returned whole (throughput, latency, quality over time); ``runs``
+    holds every run's table, and ``comparison`` the pooled means and, per slice, streamrec against
+    the best baseline *of that slice* with a 95% interval from resampling users
+    (:func:`streamrec.models.comparison.paired_over_runs`: each run scored different clicks, since
+    which arrive late depends on timing)."""
+    runs = []
+    for seed in range(seeds):
+        env = bench_env(partitions, broker=broker_env, model_seed=str(seed), evaluation_keep_events=str(KEEP_EVENTS))
+        figures = run_service(env, settings_from(env), dataset, rate, limit, every_s=every_s,
+                              with_inference_worker=with_inference_worker)  # fmt: skip
+        remove_state(env)
+        runs.append(figures)
+        if say is not None:
+            say(f"[service] seed {seed}: streamrec HR@10 {figures['metrics']['streamrec'][OVERALL]['hr@10']:.4f}")
+    result = {k: v for k, v in runs[0].items() if k != "kept_events"}
+    result["seeds"] = seeds
+    result["runs"] = [
+        {"seed": k, "metrics": r["metrics"], "late": r["late"], "unknown_items": r["unknown_items"]}
+        for k, r in enumerate(runs)
+    ]
+    result["comparison"] = compare_runs([r["kept_events"] for r in runs])
+    return result
+
+
+def paired_columns(kept: dict[str, Any], models: list[str], slice_name: str) -> tuple[list[str], dict[str, Any]]:
+    """One run's per-event values of ``models`` on one slice, cut to the events every model scored.
+
+    Every model scores the same events in the same order; ``/model/events`` copies the
+    recommender's columns and the baselines' at slightly different moments, so the common prefix
+    is what pairs. Raises if the users disagree there (the pairing would be wrong)."""
+    empty: dict[str, list] = {"users": []} | {metric: [] for metric in COMPARED}
+    columns = {m: kept[m].get(slice_name, empty) for m in models}
+    n = min(len(c["users"]) for c in columns.values())
+    users = columns[models[0]]["users"][:n]
+    for m, c in columns.items():
+        if c["users"][:n] != users:
+            raise ValueError(f"{m}'s {slice_name} events are not the recommender's: cannot pair them")
+    return users, {m: {metric: np.asarray(c[metric][:n]) for metric in COMPARED} for m, c in columns.items()}
+
+
+def compare_runs(kept_runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Pooled means of every model per slice, and streamrec against each slice's best baseline.
+
+    The best baseline of a slice is the one with the highest pooled NDCG@10 there (popularity on cold
+    users, co-occurrence overall, ...), chosen on the same events it is compared on: that favours
+    the baseline, never streamrec."""
+    models = [m for m in kept_runs[0] if m != "keep_events"]
+    baselines = [m for m in models if m != "streamrec"]
+    out: dict[str, Any] = {"seeds": len(kept_runs), "slices": {}}
+    for slice_name in (OVERALL, COLD_USER, COLD_ITEM, LONG_TAIL):
+        paired = [paired_columns(kept, models, slice_name) for kept in kept_runs]
+        users_runs = [users for users, _ in paired]
+        events = sum(len(u) for u in users_runs)
+        if events == 0:
+            continue
+        means = {m: {metric: float(np.concatenate([v[m][metric] for _, v in paired]).mean()) for metric in COMPARED}
+                 for m in models}  # fmt: skip
+        row: dict[str, Any] = {"events": events, "means": means}
+        if baselines:
+            best = max(baselines, key=lambda m: means[m]["ndcg@10"])
+            row["best"] = best
+            for metric in COMPARED:
+                d = paired_over_runs(users_runs, [v["streamrec"][metric] for _, v in paired],
+                                     [v[best][metric] for _, v in paired])  # fmt: skip
+                row[metric] = asdict(d) | {"excludes_zero": d.excludes_zero, "described": d.describe("streamrec", best)}
+        out["slices"][slice_name] = row
+    return out
 
 
 def latency_summary(lat: np.ndarray) -> dict[str, Any]:
@@ -232,6 +324,8 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--no-inference-worker", action="store_true",
                         help="leave the inference worker out (the stream worker runs degraded)")  # fmt: skip
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="service runs, STREAMREC_MODEL_SEED 0..N-1, paired (bench: 5)")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     args = parser.parse_args()
 
@@ -240,9 +334,10 @@ def main() -> None:
     broker = LocalKafka(settings)
     broker.start()
     try:
-        figures = run_service(
-            env, settings, load_ml100k(), args.rate, args.limit, with_inference_worker=not args.no_inference_worker
-        )
+        figures = run_service_seeds(
+            env, load_ml100k(), args.rate, args.limit, args.seeds, args.partitions,
+            with_inference_worker=not args.no_inference_worker, say=lambda line: print(line, file=sys.stderr),
+        )  # fmt: skip
     finally:
         broker.stop()
     remove_state(env)
@@ -250,6 +345,7 @@ def main() -> None:
     table = figures["metrics"]
     lat = figures["latency_s"]
     print(f"machine: {describe_machine()['summary']}")
+    print(f"first run (seed 0) of {args.seeds}:")
     print("command: .venv/bin/python -m streamrec.bench.quality " + " ".join(sys.argv[1:]))
     print(
         f"{figures['events']:,} interactions replayed at {figures['replay_rate_achieved']:,.0f} events/s "
@@ -288,8 +384,26 @@ def main() -> None:
             f"event → embedding published: p50 {lat['p50']:.2f}s, p99 {lat['p99']:.2f}s "
             f"over {lat['n']:,} records (goal p99 < 1s)"
         )
+    print()
+    for line in comparison_lines(figures["comparison"]):
+        print(line)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
+
+
+def comparison_lines(comparison: dict[str, Any]) -> list[str]:
+    """The pooled means and the paired differences, as the command prints them."""
+    seeds = comparison["seeds"]
+    lines = [f"over {seeds} run{'s' if seeds > 1 else ''} (seeds 0..{seeds - 1}), pooled; "
+             "streamrec against the best baseline of each slice, 95% CI from resampling users:"]  # fmt: skip
+    for slice_name, row in comparison["slices"].items():
+        means = ", ".join(f"{m} {v['hr@10']:.4f}/{v['ndcg@10']:.4f}" for m, v in row["means"].items())
+        lines.append(f"  {slice_name} ({row['events']:,} events; HR@10/NDCG@10): {means}")
+        for metric in COMPARED:
+            if metric in row:
+                per_seed = ", ".join(f"{d:+.4f}" for d in row[metric]["per_seed"])
+                lines.append(f"    {metric}: {row[metric]['described']}; per run {per_seed}")
+    return lines
 
 
 if __name__ == "__main__":

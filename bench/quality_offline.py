@@ -40,7 +40,7 @@ import torch
 from streamrec.bench.common import SLICE_NAMES, observation_batches
 from streamrec.models.baselines import default_baselines
 from streamrec.models.comparison import Difference, paired_over_seeds
-from streamrec.models.evaluation import METRICS, OVERALL
+from streamrec.models.evaluation import KEEP_ALL, METRICS, OVERALL
 from streamrec.models.learner import RECOMMENDER, OnlineTrainer
 from streamrec.models.recommender import Recommender, RecommenderConfig
 from streamrec.stream.tools.datasets import load_ml100k
@@ -74,7 +74,7 @@ def run_seed(dataset: Any, seed: int, sequences: list[str], args: argparse.Names
     for k, sequence in enumerate(sequences):
         config = RecommenderConfig(**{**fixed, "seed": seed, "sequence": sequence})
         baselines = dict(default_baselines(seed)) if k == 0 else {}
-        trainer = OnlineTrainer(Recommender(config), baselines, keep_events=True, tuning_events=tuning)
+        trainer = OnlineTrainer(Recommender(config), baselines, keep_events=KEEP_ALL, tuning_events=tuning)
         trainer.announce(item["item_id"] for item in dataset.catalogue)
         trainers[sequence] = trainer
     seconds = dict.fromkeys(sequences, 0.0)

@@ -36,7 +36,7 @@ from streamrec.bench.external_producers import as_dicts as producer_dicts
 from streamrec.bench.external_producers import run_matrix
 from streamrec.bench.external_producers import summary as producer_summary
 from streamrec.bench.ingest import run_ingest
-from streamrec.bench.quality import run_service
+from streamrec.bench.quality import run_service_seeds
 from streamrec.bench.torture import TortureConfig
 from streamrec.bench.torture import run_once as run_torture
 from streamrec.bench.worker import BatcherConfig, batch_sweep
@@ -57,6 +57,7 @@ class SuiteConfig:
     ingest_events: int | None = None
     service_events: int | None = None
     service_rate: float = 1000.0
+    service_seeds: int = 5  # service runs compared paired (bench/quality.py --seeds)
     service_sample_every_s: float = 5.0
     ablation_arms: tuple[str, ...] = ("none", "sequence", "text", "llm", "all")
     ablation: ArmConfig = field(default_factory=ArmConfig)
@@ -81,6 +82,7 @@ class SuiteConfig:
             ingest_events=20_000,
             service_events=15_000,
             service_sample_every_s=3.0,
+            service_seeds=1,  # one run: its interval covers the users drawn, not the seed
             ablation_arms=("none", "sequence", "text"),
             ablation=ArmConfig(limit=20_000, paraphrase_items=0),
             embed_batches=(1, 4, 16, 64),
@@ -158,12 +160,10 @@ def run_suite(
                 timed("ingest", lambda: run_ingest(env, settings_from(env), dataset, config.ingest_events))
                 remove_state(env)
             if "service" in sections:
-                env = bench_env(config.partitions, broker=base)
-                timed("service", lambda: run_service(
-                    env, settings_from(env), dataset, config.service_rate, config.service_events,
-                    every_s=config.service_sample_every_s,
+                timed("service", lambda: run_service_seeds(
+                    base, dataset, config.service_rate, config.service_events, config.service_seeds,
+                    config.partitions, every_s=config.service_sample_every_s, say=say,
                 ))  # fmt: skip
-                remove_state(env)
             if "delivery" in sections:
                 timed("delivery", lambda: run_delivery(config, base, say))
         finally:

@@ -16,7 +16,9 @@ For a metric ``m`` with per-event values ``a_e`` and ``b_e``, a draw with user m
 
 Runs with several seeds are compared on the per-event mean over seeds (the events are the same in
 every run), so the interval covers the users drawn; :class:`Difference` also keeps each seed's own
-difference, so a reader sees how much the seed moves it.
+difference, so a reader sees how much the seed moves it. Runs through the service score different
+events each time (which clicks arrive late depends on timing): :func:`paired_over_runs` pools them,
+each user's events from every run resampled together, so a draw weighs a user the same in all runs.
 
 >>> users = ["a", "a", "b", "c", "c", "c"]
 >>> better = np.array([1.0, 1.0, 0.0, 1.0, 0.0, 1.0])
@@ -121,4 +123,30 @@ def paired_over_seeds(
     found = paired_difference(users, a_mean, b_mean, draws, seed)
     runs = max(len(a_runs), len(b_runs))
     per_seed = tuple(float(np.mean(a_runs[k % len(a_runs)]) - np.mean(b_runs[k % len(b_runs)])) for k in range(runs))
+    return replace(found, per_seed=per_seed)
+
+
+def paired_over_runs(
+    users_runs: Sequence[Sequence[str]],
+    a_runs: Sequence[np.ndarray],
+    b_runs: Sequence[np.ndarray],
+    draws: int = 2000,
+    seed: int = 0,
+) -> Difference:
+    """:func:`paired_difference` over runs that scored different events; ``per_seed`` holds each run's.
+
+    Within a run the two models scored the same events (``users_runs[k]`` names them); across runs
+    the events differ, so the runs are pooled rather than averaged event by event. The pooled mean
+    weighs each run by its events.
+
+    >>> d = paired_over_runs([["a", "b"], ["a", "b", "b"]], [np.array([1.0, 0.0]), np.array([1.0, 1.0, 0.0])],
+    ...                      [np.array([0.0, 0.0]), np.array([1.0, 0.0, 0.0])], draws=500)
+    >>> round(d.difference, 2), d.per_seed, d.events
+    (0.4, (0.5, 0.3333333333333333), 5)
+    """
+    if not (len(users_runs) == len(a_runs) == len(b_runs)) or not users_runs:
+        raise ValueError("one list of users and two arrays per run, and at least one run")
+    users = [user for run in users_runs for user in run]
+    found = paired_difference(users, np.concatenate(a_runs), np.concatenate(b_runs), draws, seed)
+    per_seed = tuple(float(np.mean(a) - np.mean(b)) for a, b in zip(a_runs, b_runs, strict=True) if len(a))
     return replace(found, per_seed=per_seed)

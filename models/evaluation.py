@@ -24,6 +24,7 @@ COLD_ITEM = "cold_item"  # fewer than 5 earlier scored interactions with the ite
 LONG_TAIL = "long_tail"  # outside the most popular fifth of items
 KNOWN_ITEMS = "known_items"  # events on items the recommender had trained on, ranked among those items only
 SLICES = (OVERALL, COLD_USER, COLD_ITEM, LONG_TAIL)
+KEEP_ALL = 2**62  # ``keep_events``: keep every scored event (in-process benchmarks)
 
 
 def rank_ranges(scores: np.ndarray, targets: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -139,7 +140,7 @@ class RollingMean:
 @dataclass
 class _SliceStats:
     window: int
-    keep_events: bool = False
+    keep_events: int = 0  # the first this many events keep their metrics and user
     count: int = 0
     cumulative: dict[str, stats.Mean] = field(default_factory=dict)
     rolling: dict[str, RollingMean] = field(default_factory=dict)
@@ -155,12 +156,13 @@ class _SliceStats:
         for name in METRICS:
             self.cumulative[name].update_many(values[name])
             self.rolling[name].update_many(values[name])
+        room = self.keep_events - len(self.users)
         self.count += len(values[METRICS[0]])
-        if self.keep_events:
+        if room > 0:
             if users is None:
                 raise ValueError("keep_events needs each event's user")
-            self.users.extend(users)
-            self.values.append(np.column_stack([values[name] for name in METRICS]))
+            self.users.extend(users[:room])
+            self.values.append(np.column_stack([values[name][:room] for name in METRICS]))
 
 
 class PrequentialEvaluator:
@@ -168,11 +170,13 @@ class PrequentialEvaluator:
 
     Cumulative means are river's ``stats.Mean``; the rolling window is a ring buffer so that a
     micro-batch is one update per metric rather than one Python call per event. With
-    ``keep_events`` every event's metrics are kept with its user, so that a benchmark can put an
-    interval on a difference between models by resampling users (:mod:`streamrec.models.comparison`).
+    ``keep_events`` the first that many events of each slice keep their metrics and user, so that a
+    benchmark can put an interval on a difference between models by resampling users
+    (:mod:`streamrec.models.comparison`). It is a count, not a switch, because a service keeping
+    them runs for ever: memory stays bounded (:data:`KEEP_ALL` in process, where the stream ends).
     """
 
-    def __init__(self, window: int = 1000, keep_events: bool = False) -> None:
+    def __init__(self, window: int = 1000, keep_events: int = 0) -> None:
         self.window = window
         self.keep_events = keep_events
         self._slices: dict[str, _SliceStats] = {}
@@ -222,6 +226,14 @@ class PrequentialEvaluator:
         if found is None or not found.values:
             return [], np.zeros((0, len(METRICS)))
         return found.users, np.concatenate(found.values)
+
+    def kept(self) -> dict[str, dict[str, list]]:
+        """The kept events as JSON-able columns: ``{slice: {"users": [...], "<metric>": [...]}}``."""
+        out: dict[str, dict[str, list]] = {}
+        for name in self._slices:
+            users, values = self.events(name)
+            out[name] = {"users": list(users)} | {metric: values[:, k].tolist() for k, metric in enumerate(METRICS)}
+        return out
 
     def report(self) -> dict[str, dict[str, float]]:
         """``{slice: {"n": count, "<metric>": cumulative, "<metric>_rolling": rolling}}``."""

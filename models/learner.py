@@ -118,7 +118,7 @@ class OnlineTrainer:
     drift: DriftMonitor = field(default_factory=DriftMonitor)
     popularity: ItemPopularity = field(default_factory=ItemPopularity)  # long-tail slice: scored types only
     baseline_sink: BaselineSink | None = None
-    keep_events: bool = False  # keep every scored event's metrics (for bootstrap intervals; bench only)
+    keep_events: int = 0  # scored events per slice that keep their metrics (bootstrap intervals; evaluation.py)
     # The stream's first events, trained on by every model but never scored: the benchmark tunes the
     # baselines on them (bench/tune_baselines.py), so nothing is tuned on an event it scores.
     tuning_events: int = 0
@@ -259,3 +259,10 @@ class OnlineTrainer:
         if self.baseline_sink is not None:
             table.update(self.baseline_sink.table())
         return table
+
+    def kept(self) -> dict[str, dict[str, dict[str, list]]]:
+        """``{model: {slice: {"users": [...], "<metric>": [...]}}}``: the events kept with ``keep_events``."""
+        kept = {RECOMMENDER: self.evaluator.kept()}
+        if self.baseline_sink is not None:
+            kept.update(self.baseline_sink.kept())
+        return kept

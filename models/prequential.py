@@ -83,11 +83,13 @@ class BaselineSink(Protocol):
 
     def table(self) -> dict[str, dict[str, dict[str, float]]]: ...
 
+    def kept(self) -> dict[str, dict[str, dict[str, list]]]: ...
+
 
 class BaselineEvaluator:
     """Test-then-train of the baselines on :class:`EvaluationBatch` es (no torch needed)."""
 
-    def __init__(self, baselines: Mapping[str, Baseline], window: int = 1000, keep_events: bool = False) -> None:
+    def __init__(self, baselines: Mapping[str, Baseline], window: int = 1000, keep_events: int = 0) -> None:
         self.baselines = dict(baselines)
         self.evaluators = {name: PrequentialEvaluator(window, keep_events=keep_events) for name in self.baselines}
         self.columns = Candidates()
@@ -112,6 +114,10 @@ class BaselineEvaluator:
 
     def table(self) -> dict[str, dict[str, dict[str, float]]]:
         return {name: evaluator.report() for name, evaluator in self.evaluators.items()}
+
+    def kept(self) -> dict[str, dict[str, dict[str, list]]]:
+        """Every baseline's kept per-event metrics (:meth:`PrequentialEvaluator.kept`)."""
+        return {name: evaluator.kept() for name, evaluator in self.evaluators.items()}
 
 
 def score_protocol(

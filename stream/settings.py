@@ -139,6 +139,14 @@ class Settings(BaseSettings):
         ge=0,
         description="The stream's first events, trained on but not scored (the benchmark tunes baselines there).",
     )
+    evaluation_keep_events: int = Field(
+        default=0,
+        ge=0,
+        le=1_000_000,
+        description="Scored events per model and slice whose metrics are kept with their user for GET "
+        "/model/events (paired comparisons with intervals, bench/quality.py); 0 keeps none. Bounded: "
+        "about 60 bytes each, per model and slice.",
+    )
     torch_threads: int = Field(
         default=1, ge=1, description="Intra-op threads for training (the event loop needs a core)."
     )

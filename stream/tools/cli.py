@@ -302,6 +302,12 @@ def demo_cmd(keep_running: bool, continue_run: bool, **kw) -> None:
 )
 @click.option("--rate", type=click.FloatRange(min=1), default=None, help="Service replay rate, events/s [1000].")
 @click.option(
+    "--seeds",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Service runs (model seeds) compared paired with intervals [5; 1 with --quick].",
+)
+@click.option(
     "--render",
     "render_dir",
     type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -310,7 +316,7 @@ def demo_cmd(keep_running: bool, continue_run: bool, **kw) -> None:
 )
 @_kafka_errors
 def bench_cmd(quick: bool, out: Path | None, machine: str | None, sections: str | None, events: int | None,
-              rate: float | None, render_dir: Path | None) -> None:  # fmt: skip
+              rate: float | None, seeds: int | None, render_dir: Path | None) -> None:  # fmt: skip
     """Run the benchmark suite and write a report with plots (JSON, Markdown, PNG)."""
     import shlex
     from datetime import UTC, datetime
@@ -330,13 +336,13 @@ def bench_cmd(quick: bool, out: Path | None, machine: str | None, sections: str 
     if unknown or not chosen:
         raise click.BadParameter(f"unknown {unknown}; choose from {', '.join(SECTIONS)}", param_hint="--sections")
     config = (SuiteConfig.quick() if quick else SuiteConfig.full()).with_overrides(
-        ingest_events=events, service_events=events, service_rate=rate
+        ingest_events=events, service_events=events, service_rate=rate, service_seeds=seeds
     )
     command = "streamrec " + shlex.join(sys.argv[1:])
     described = describe_machine(machine)
     if out is None:
         # A run with fewer sections or other replay figures never takes a full report's place.
-        custom = set(chosen) != set(SECTIONS) or events is not None or rate is not None
+        custom = set(chosen) != set(SECTIONS) or any(v is not None for v in (events, rate, seeds))
         suffix = ("-quick" if quick else "") + ("-custom" if custom else "")
         out = Path("bench") / "results" / f"{datetime.now(UTC).date().isoformat()}-{described['name']}{suffix}"
     results = run_suite(config, command, chosen, machine=described, say=click.echo)

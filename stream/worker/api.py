@@ -10,6 +10,9 @@ Routes (all JSON):
 * ``GET /similar/{item_id}?k=20`` – items closest to one item (cosine of the item-tower vectors).
 * ``GET /model`` – training progress, checkpoints, vocabulary memory, publishing and the
   prequential metrics of the model and every baseline.
+* ``GET /model/events`` – with ``STREAMREC_EVALUATION_KEEP_EVENTS`` set, every model's per-event
+  metrics for the first scored events of each slice, with their users (404 otherwise): what a paired
+  comparison with a bootstrap interval over users needs (``bench/quality.py --seeds``).
 * ``GET /embeddings/{kind}/{id}`` – the vector the embeddings topic would carry for it now.
 * ``POST /embeddings/snapshot`` – publish every entity's current vector.
 * ``GET /parameters/items/{id}`` – the item's shared parameters (id embedding and bias), which
@@ -242,6 +245,15 @@ def register_views(
             if exchange is not None:
                 body["parameter_sync"] = exchange.report()
             return self.json(body)
+
+    @app.page("/model/events")
+    class ModelEvents(View):
+        async def get(self, request: Request) -> Response:
+            if settings.evaluation_keep_events == 0:
+                return self.json(
+                    {"error": "no per-event metrics are kept: set STREAMREC_EVALUATION_KEEP_EVENTS"}, status=404
+                )
+            return self.json({"keep_events": settings.evaluation_keep_events} | await learner.kept_events())
 
     @app.page(f"/parameters/items/{{item_id:{ID}}}")
     class ItemParameters(View):

@@ -28,13 +28,13 @@ log = logging.getLogger(__name__)
 class BaselineProcess:
     """A :class:`streamrec.models.prequential.BaselineSink` whose baselines live in a child process."""
 
-    def __init__(self, names: list[str], seed: int, window: int, max_pending: int = 8) -> None:
+    def __init__(self, names: list[str], seed: int, window: int, max_pending: int = 8, keep_events: int = 0) -> None:
         context = multiprocessing.get_context("spawn")  # no fork of a process with threads and a loop
         self._requests: Any = context.Queue(maxsize=max_pending)
         self._replies: Any = context.Queue()
         self._process = context.Process(
             target=_serve,
-            args=(names, seed, window, self._requests, self._replies, os.getpid()),
+            args=(names, seed, window, keep_events, self._requests, self._replies, os.getpid()),
             name="streamrec-baselines",
             daemon=True,
         )
@@ -55,12 +55,22 @@ class BaselineProcess:
 
     def table(self, timeout_s: float = 120.0) -> dict[str, dict[str, dict[str, float]]]:
         """The baselines' metrics after every batch queued so far (blocking: call it from a thread)."""
+        return self._ask("table", timeout_s)
+
+    def kept(self, timeout_s: float = 120.0) -> dict[str, dict[str, dict[str, list]]]:
+        """The baselines' kept per-event metrics after every batch queued so far (blocking)."""
+        return self._ask("kept", timeout_s)
+
+    def _ask(self, kind: str, timeout_s: float) -> Any:
         if self.failed is not None:
             return {}
-        with self._table_lock:
+        with self._table_lock:  # one question at a time, so each reply answers its own question
             try:
-                self._requests.put(("table", None), timeout=timeout_s)
-                return self._replies.get(timeout=timeout_s)
+                self._requests.put((kind, None), timeout=timeout_s)
+                while True:  # a reply to a question that timed out earlier is stale: skip it
+                    answered, reply = self._replies.get(timeout=timeout_s)
+                    if answered == kind:
+                        return reply
             except (queue.Full, queue.Empty):
                 self._check_alive()
                 return {}
@@ -82,12 +92,14 @@ class BaselineProcess:
             log.error("%s; training and serving go on without baselines", self.failed)
 
 
-def _serve(names: list[str], seed: int, window: int, requests: Any, replies: Any, parent_pid: int) -> None:
+def _serve(
+    names: list[str], seed: int, window: int, keep_events: int, requests: Any, replies: Any, parent_pid: int
+) -> None:
     from streamrec.models.baselines import default_baselines
     from streamrec.models.prequential import BaselineEvaluator
 
     available = default_baselines(seed=seed)
-    evaluator = BaselineEvaluator({name: available[name] for name in names}, window)
+    evaluator = BaselineEvaluator({name: available[name] for name in names}, window, keep_events)
     while True:
         try:
             kind, payload = requests.get(timeout=1.0)
@@ -98,6 +110,8 @@ def _serve(names: list[str], seed: int, window: int, requests: Any, replies: Any
         if kind == "step":
             evaluator.step(payload)
         elif kind == "table":
-            replies.put(evaluator.table())
+            replies.put((kind, evaluator.table()))
+        elif kind == "kept":
+            replies.put((kind, evaluator.kept()))
         elif kind == "stop":
             return

@@ -85,9 +85,14 @@ def make_trainer(settings: Settings, model: Recommender) -> OnlineTrainer:
     unknown = set(names) - set(default_baselines())
     if unknown:
         raise ValueError(f"unknown baselines {sorted(unknown)}; choose from {sorted(default_baselines())}")
-    sink = BaselineProcess(names, settings.model_seed, settings.evaluation_window) if names else None
+    keep = settings.evaluation_keep_events
+    sink = BaselineProcess(names, settings.model_seed, settings.evaluation_window, keep_events=keep) if names else None
     return OnlineTrainer(
-        model, baseline_sink=sink, window=settings.evaluation_window, tuning_events=settings.evaluation_tuning_events
+        model,
+        baseline_sink=sink,
+        window=settings.evaluation_window,
+        tuning_events=settings.evaluation_tuning_events,
+        keep_events=keep,
     )
 
 
@@ -337,6 +342,21 @@ class Learner:
             body["metrics"].update(await self.refresh_baseline_metrics())
             body["baselines_failed"] = getattr(sink, "failed", None)
         return body
+
+    async def kept_events(self) -> dict[str, dict[str, dict[str, list]]]:
+        """What ``GET /model/events`` shows: every model's kept per-event metrics, with their users.
+
+        The recommender's part is copied under the model lock; the baselines' part waits for their
+        process to finish every batch sent so far. Training may step in between, so while events
+        flow a baseline's columns can be longer than the recommender's; each slice is in scoring
+        order, so a reader pairs the common prefix (``bench/quality.py`` reads a quiet worker).
+        """
+        async with self.guarded.lock:
+            kept = {RECOMMENDER: self.trainer.evaluator.kept()}
+        sink = self.trainer.baseline_sink
+        if sink is not None:
+            kept.update(await asyncio.to_thread(sink.kept))
+        return kept
 
     async def refresh_baseline_metrics(self) -> dict[str, dict[str, dict[str, float]]]:
         """Ask the baselines' process for its table (after every batch sent so far) and keep it."""

@@ -81,6 +81,13 @@ def test_quick_report_figures_were_measured_in_this_run(quick_report: tuple[Path
         scored = [point["models"][model]["n"] for point in service["quality"] if model in point["models"]]
         assert scored == sorted(scored) and scored[-1] <= service["metrics"][model]["overall"]["n"]
     assert service["metrics"]["streamrec"]["overall"]["n"] > 1000
+    # the paired comparison, from the worker's per-event metrics (GET /model/events): every scored click
+    overall = service["comparison"]["slices"]["overall"]
+    assert service["comparison"]["seeds"] == 1 and overall["events"] == service["metrics"]["streamrec"]["overall"]["n"]
+    assert overall["best"] in set(service["metrics"]) - {"streamrec"}
+    assert overall["means"]["streamrec"]["hr@10"] == pytest.approx(service["metrics"]["streamrec"]["overall"]["hr@10"])
+    assert overall["hr@10"]["low"] <= overall["hr@10"]["difference"] <= overall["hr@10"]["high"]
+    assert "pooled over one run" in " ".join(report.split())
     lat = service["latency_s"]
     assert lat["n"] == service["embedding_records"] > 0
     assert 0 <= lat["p50"] <= lat["p99"] <= lat["max"]

@@ -36,7 +36,8 @@ def latest_embeddings(bootstrap: str, topic: str) -> dict[bytes, tuple[Embedding
 
 @pytest.fixture
 def training_settings(app_settings: dict[str, Any]) -> dict[str, Any]:
-    return {**app_settings, "baselines": "most_popular,biased_mf,funk_mf", "batch_size": 300}
+    return {**app_settings, "baselines": "most_popular,biased_mf,funk_mf", "batch_size": 300,
+            "evaluation_keep_events": 500}  # fmt: skip
 
 
 def test_worker_scores_trains_serves_and_publishes_what_the_model_holds(training_settings, start_worker):
@@ -63,6 +64,14 @@ def test_worker_scores_trains_serves_and_publishes_what_the_model_holds(training
     assert set(known.values()) == {clicks - model["late"] - model["unknown_items"]}
     # clicks read after a later event of their user (the purchases topic read ahead) are not scored
     assert 0.0 <= metrics["streamrec"]["overall"]["hr@10"] <= 1.0
+    # per-event metrics for paired comparisons: the first 500 scored clicks, the same users for every model
+    status, kept = worker.get("/model/events")
+    assert status == 200 and kept["keep_events"] == 500 and set(kept) - {"keep_events"} == set(metrics)
+    first = kept["streamrec"]["overall"]["users"]
+    assert len(first) == min(500, counts["streamrec"]) and set(first) <= {e["user_id"] for e in events}
+    for name in metrics:
+        assert kept[name]["overall"]["users"] == first, name
+        assert set(kept[name]["overall"]["hr@10"]) <= {0.0, 1.0} and len(kept[name]["overall"]["ndcg@10"]) == len(first)
     assert model["memory"]["items"]["assigned"] == len({e["item_id"] for e in events})
     assert model["memory"]["users"]["assigned"] == len({e["user_id"] for e in events})
 
@@ -121,6 +130,8 @@ def test_killed_worker_resumes_from_its_checkpoint_and_trains_each_event_once(ap
     asyncio.run(produce(settings.bootstrap_servers, records_for(values, first)))
     worker.wait_for(lambda s: s.get("trained") == len(first))
     version = worker.get("/model")[1]["version"]
+    status, body = worker.get("/model/events")  # off by default: a service keeps no per-event metrics
+    assert status == 404 and "STREAMREC_EVALUATION_KEEP_EVENTS" in body["error"]
     assert worker.stop() == 0
     saved = load_latest(settings.checkpoint_dir)
     assert saved is not None and saved.model.samples_trained == len(first) and saved.model.version == version

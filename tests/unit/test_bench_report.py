@@ -323,3 +323,57 @@ def test_bench_command_refuses_unknown_sections_and_a_directory_without_results(
     done = runner.invoke(main, ["bench", "--render", str(tmp_path)])
     assert done.exit_code == 1 and f"no results.json in {tmp_path}" in done.output
     assert list(tmp_path.iterdir()) == []
+
+
+def kept_run(users: list[str], hits: dict[str, list[float]]) -> dict[str, Any]:
+    """One run's ``GET /model/events`` body: every model scored ``users``' clicks, overall only."""
+    return {"keep_events": 200_000} | {
+        model: {"overall": {"users": users, "hr@10": h, "ndcg@10": [v / 2 for v in h]}} for model, h in hits.items()
+    }
+
+
+def test_service_runs_pool_into_one_paired_comparison_against_the_best_baseline() -> None:
+    from streamrec.bench.quality import compare_runs
+
+    users = [f"u{k}" for k in range(40)]
+    run_a = kept_run(users, {"streamrec": [1.0] * 30 + [0.0] * 10, "most_popular": [1.0] * 10 + [0.0] * 30,
+                             "funk_mf": [0.0] * 40})  # fmt: skip
+    run_b = kept_run(
+        users[:20], {"streamrec": [1.0] * 20, "most_popular": [0.0] * 20, "funk_mf": [1.0] * 5 + [0.0] * 15}
+    )
+    found = compare_runs([run_a, run_b])
+    overall = found["slices"]["overall"]
+    assert found["seeds"] == 2 and overall["events"] == 60 and overall["best"] == "most_popular"
+    assert overall["means"]["streamrec"]["hr@10"] == pytest.approx(50 / 60)
+    hr = overall["hr@10"]
+    assert hr["difference"] == pytest.approx(50 / 60 - 10 / 60)
+    assert hr["per_seed"] == pytest.approx([0.5, 1.0])
+    assert hr["low"] > 0 and hr["excludes_zero"] and "streamrec is better" in hr["described"]
+    assert set(found["slices"]) == {"overall"}  # slices no run scored are left out
+
+
+def test_service_runs_pair_the_common_prefix_and_refuse_events_that_do_not_match() -> None:
+    from streamrec.bench.quality import paired_columns
+
+    kept = kept_run(["a", "b", "c"], {"streamrec": [1.0, 0.0, 1.0], "most_popular": [0.0, 0.0, 1.0]})
+    kept["most_popular"]["overall"] = {"users": ["a", "b"], "hr@10": [0.0, 0.0], "ndcg@10": [0.0, 0.0]}
+    users, values = paired_columns(kept, ["streamrec", "most_popular"], "overall")
+    assert users == ["a", "b"] and values["streamrec"]["hr@10"].tolist() == [1.0, 0.0]
+    kept["most_popular"]["overall"]["users"] = ["a", "x"]
+    with pytest.raises(ValueError, match="most_popular's overall events are not the recommender's"):
+        paired_columns(kept, ["streamrec", "most_popular"], "overall")
+
+
+def test_the_quality_section_shows_the_paired_comparison_per_slice(tmp_path: Path) -> None:
+    from streamrec.bench.quality import compare_runs
+
+    users = [f"u{k}" for k in range(40)]
+    figures = results(mode="full")
+    figures["service"]["comparison"] = compare_runs(
+        [kept_run(users, {"streamrec": [1.0] * 21 + [0.0] * 19, "most_popular": [1.0] * 20 + [0.0] * 20})] * 5
+    )
+    prose = " ".join(write_report(figures, tmp_path).read_text().split())
+    assert "pooled over 5 runs (`STREAMREC_MODEL_SEED` 0..4, fresh topics each)" in prose
+    assert "| overall | HR@10 | most-popular (decayed) | 0.5250 | 0.5000 | +0.0250 (" in prose
+    assert "| no winner (interval includes 0) |" in prose  # one user's hit in 40 proves nothing
+    assert "Overall, in this one run" not in prose  # the single-run ratio gives way to the comparison

@@ -5,7 +5,9 @@ import pytest
 
 from streamrec.models.evaluation import (
     COLD_USER,
+    KEEP_ALL,
     LONG_TAIL,
+    OVERALL,
     PrequentialEvaluator,
     RollingMean,
     expected_metrics,
@@ -127,7 +129,7 @@ def test_one_batch_equals_the_same_ranks_fed_one_at_a_time():
 
 
 def test_kept_events_name_their_users_per_slice():
-    evaluator = PrequentialEvaluator(keep_events=True)
+    evaluator = PrequentialEvaluator(keep_events=KEEP_ALL)
     evaluator.update_many(
         metrics_for_ranks(np.array([1, 2, 30])), {COLD_USER: np.array([False, True, True])}, ["a", "b", "c"]
     )
@@ -135,3 +137,13 @@ def test_kept_events_name_their_users_per_slice():
     assert users == ["b", "c"] and values[:, 0].tolist() == [1.0, 0.0]  # hr@10 of ranks 2 and 30
     with pytest.raises(ValueError, match="user"):
         evaluator.update_many(metrics_for_ranks(np.array([1])))
+
+
+def test_a_service_keeps_at_most_keep_events_per_slice_and_counts_the_rest():
+    evaluator = PrequentialEvaluator(keep_events=3)
+    evaluator.update_many(metrics_for_ranks(np.array([1, 20])), users=["a", "b"])
+    evaluator.update_many(metrics_for_ranks(np.array([3, 4, 5])), users=["c", "d", "e"])
+    users, values = evaluator.events(OVERALL)
+    assert users == ["a", "b", "c"] and values[:, 0].tolist() == [1.0, 0.0, 1.0]
+    assert evaluator.count(OVERALL) == 5  # the metrics still cover every event
+    assert evaluator.events(COLD_USER) == ([], pytest.approx(np.zeros((0, 4))))

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from streamrec.models.baselines import RiverMF, default_baselines
-from streamrec.models.evaluation import COLD_ITEM, COLD_USER, KNOWN_ITEMS, METRICS
+from streamrec.models.evaluation import COLD_ITEM, COLD_USER, KEEP_ALL, KNOWN_ITEMS, METRICS
 from streamrec.models.learner import RECOMMENDER, Event, Observation, OnlineTrainer
 from streamrec.models.popularity import ItemPopularity
 from streamrec.models.recommender import Recommender, RecommenderConfig
@@ -58,7 +58,9 @@ def last_metrics(trainer: OnlineTrainer, model: str, slice_name: str = "overall"
 
 
 def test_seen_items_are_excluded_from_the_ranking():
-    trainer = OnlineTrainer(Recommender(RecommenderConfig(**SMALL)), {"popularity": ItemPopularity()}, keep_events=True)
+    trainer = OnlineTrainer(
+        Recommender(RecommenderConfig(**SMALL)), {"popularity": ItemPopularity()}, keep_events=KEEP_ALL
+    )
     # "hit" is the most popular item; "x" is chosen once
     trainer.step([Observation(Event(f"u{n}", "hit", "click", 1000 + n)) for n in range(5)])
     trainer.step([Observation(Event("v", "x", "click", 2000))])
@@ -99,7 +101,9 @@ def test_expired_items_stay_in_the_catalogue_but_leave_the_known_items_column():
 
 def test_items_nobody_has_chosen_are_ranked_with_a_random_tie_break():
     """An announced item competes from the start; a model that cannot tell items apart gets a random rank."""
-    trainer = OnlineTrainer(Recommender(RecommenderConfig(**SMALL)), {"popularity": ItemPopularity()}, keep_events=True)
+    trainer = OnlineTrainer(
+        Recommender(RecommenderConfig(**SMALL)), {"popularity": ItemPopularity()}, keep_events=KEEP_ALL
+    )
     trainer.announce([f"i{n}" for n in range(40)])
     trainer.step([Observation(Event("u", "i7", "click", 1000))])
     # nothing learned yet: popularity ties all 40 items, so the expected rank is uniform over 1..40
@@ -115,14 +119,14 @@ def test_content_gives_an_item_a_row_but_is_not_a_sighting():
     model = Recommender(RecommenderConfig(**SMALL))
     model.set_content("new", torch.ones(SMALL["content_dim"]))
     assert "new" in model.items and model.item_count("new") == 0
-    trainer = OnlineTrainer(model, keep_events=True)
+    trainer = OnlineTrainer(model, keep_events=KEEP_ALL)
     trainer.step([Observation(Event("u", "new", "click", 1000))])
     # a cold item: no earlier click, whatever the content said
     assert trainer.table()[RECOMMENDER][COLD_ITEM]["n"] == 1
 
 
 def test_cold_items_are_judged_on_clicks_before_the_event_even_within_a_batch():
-    trainer = OnlineTrainer(Recommender(RecommenderConfig(**SMALL)), keep_events=True)
+    trainer = OnlineTrainer(Recommender(RecommenderConfig(**SMALL)), keep_events=KEEP_ALL)
     trainer.step([Observation(Event(f"u{n}", "a", "click", 1000 + n)) for n in range(7)])
     table = trainer.table()[RECOMMENDER]
     assert table["overall"]["n"] == 7 and table[COLD_ITEM]["n"] == 5  # 0..4 earlier clicks
