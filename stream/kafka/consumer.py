@@ -27,6 +27,12 @@ the next assignment because it was not committed. Four rules make it hold:
    finishes, its table writes reach the changelog, and the offsets after the batches handled are
    committed, before Faust revokes.
 
+With event-time alignment (``InputRoutes.event_time``, :mod:`streamrec.stream.worker.event_time`)
+records may wait between rule 2 and the hand-over, in offset order per partition. They are still
+handed over once or read again: a seek drops what its partitions held (rule 1 decides), rule 3
+seeks a partition back to its first *held* record rather than to its next offset, and rule 4 drops
+everything held (not handed over, so not committed).
+
 Offsets are committed per partition as the position after the last batch *handled* (its table
 writes done, its dead letters and forwards confirmed), not from per-record acknowledgements.
 
@@ -204,14 +210,21 @@ def _merged(fetched: Mapping[TP, Sequence[Any]], time_of: Callable[[Any], int]) 
     """Every partition's items, merged by ``time_of``; a marker takes the time of the record before it."""
 
     def timed(tp: TP, items: Sequence[Any]) -> Iterator[tuple[int, TP, Any]]:
-        ts = -(2**63)
-        for item in items:
-            if not isinstance(item, UnreadableBatch):
-                ts = time_of(item)
+        for item, ts in timed_items(items, time_of):
             yield ts, tp, item
 
     for _, tp, item in heapq.merge(*(timed(tp, items) for tp, items in fetched.items()), key=lambda e: e[0]):
         yield tp, item
+
+
+def timed_items(items: Sequence[Any], time_of: Callable[[Any], int]) -> list[tuple[Any, int]]:
+    """``(item, time)`` for each item; an :class:`UnreadableBatch` takes the time of the record before it."""
+    out, ts = [], -(2**63)
+    for item in items:
+        if not isinstance(item, UnreadableBatch):
+            ts = time_of(item)
+        out.append((item, ts))
+    return out
 
 
 # --- Unreadable batches: aiokafka's batch iteration, guarded -------------------------------------
@@ -347,6 +360,10 @@ class InputRoutes:
     routes: tuple[Route, ...]
     max_batch_records: int = 1000  # a larger fetch is split, in order
     time_of: Callable[[Any], int] | None = record_timestamp  # a fetch's partitions merged by it (batches_from)
+    # Records of these topics wait in the buffer until the event-time watermark passes them
+    # (stream/worker/event_time.py); needs time_of.
+    event_time: Any = None  # an EventTimeBuffer, or None
+    event_time_topics: frozenset[str] = frozenset()
     max_queued_batches: int = 2  # per route: a slow handler slows the fetching, memory stays bounded
     after_seek: AfterSeek | None = None  # the learner's rewind
 
@@ -424,11 +441,13 @@ class BatchConsumer(FaustAIOKafkaConsumer):
         fetcher_stopped = fetcher._stopped.is_set
         inbound_time = self.app.monitor.stream_inbound_time
         try:
+            buffer, held_topics, time_of = self.routes.event_time, self.routes.event_time_topics, self.routes.time_of
             while not (consumer_stopped() or fetcher_stopped()):
                 epochs = dict(self._epoch)
                 assignment = self._assignment
-                records, active = await self._wait_next_records(1.0)
-                if not records or self.should_stop:
+                holding = buffer is not None and buffer.holding()
+                records, active = await self._wait_next_records(min(1.0, buffer.idle_s) if holding else 1.0)
+                if self.should_stop or not (records or holding):
                     continue
                 handed: dict[str, dict[TP, list[Any]]] = {}
                 not_handed: list[TP] = []
@@ -449,10 +468,15 @@ class BatchConsumer(FaustAIOKafkaConsumer):
                         continue
                     kept = self._contiguous(tp, items)
                     if kept:
-                        handed.setdefault(lane.route.name, {})[tp] = kept
                         inbound_time[tp] = time.monotonic()  # Faust's livelock detector reads it
+                        if buffer is not None and tp.topic in held_topics:
+                            buffer.add(tp, timed_items(kept, time_of), time.monotonic())
+                        else:
+                            handed.setdefault(lane.route.name, {})[tp] = kept
                 if not_handed:
                     await self._reposition(not_handed)
+                if buffer is not None and self.flow_active and assignment == self._assignment:
+                    self._release_held(buffer, held_topics, handed)
                 for name, fetched in handed.items():
                     lane = self._lanes[name]
                     size, time_of = self.routes.max_batch_records, self.routes.time_of
@@ -474,6 +498,19 @@ class BatchConsumer(FaustAIOKafkaConsumer):
         except Exception as exc:
             log.exception("Drain messages raised: %r", exc)
             raise
+
+    def _release_held(self, buffer: Any, topics: frozenset[str], handed: dict[str, dict[TP, list[Any]]]) -> None:
+        """Add what the event-time watermark lets go to ``handed``; pause and resume the fetching."""
+        assigned = {tp for tp in self.assignment() if tp.topic in topics and tp in self._next}
+        behind = {tp for tp in assigned if self.behind(tp)}
+        for tp, items in buffer.release(assigned, behind, time.monotonic()).items():
+            handed.setdefault(self._lane_of[tp.topic].route.name, {})[tp] = items
+        resume = buffer.to_resume(assigned)
+        if resume:
+            self.resume_partitions(resume)
+        pause = buffer.to_pause(assigned)
+        if pause:
+            self.pause_partitions(pause)
 
     def _contiguous(self, tp: TP, items: list[Any]) -> list[Any]:
         """Rule 2: drop what was handed over already, count a jump, move the next offset past the batch."""
@@ -531,6 +568,12 @@ class BatchConsumer(FaustAIOKafkaConsumer):
         async with self._seek_lock:
             assigned = self.assignment()
             targets = {tp: self._next[tp] for tp in tps if tp in assigned and tp in self._next}
+            buffer = self.routes.event_time
+            if buffer is not None:  # records held back were not handed over: read again from the first
+                for tp in targets:
+                    first = buffer.first_held(tp)
+                    if first is not None:
+                        targets[tp] = _first_offset(first)
             if not targets:
                 return
             self.stats.repositioned += len(targets)
@@ -567,6 +610,8 @@ class BatchConsumer(FaustAIOKafkaConsumer):
         self._seeking.update(tps)
         self._epoch.update(tps)
         try:
+            if self.routes.event_time is not None:  # a seek decides: what was held is read again from it
+                self.routes.event_time.drop(tps)
             # In the consumer's thread, as one call: aiokafka's seek is not thread-safe.
             await self.seek_wait(dict(positions))
             self._next.update(positions)
@@ -620,12 +665,16 @@ class BatchConsumer(FaustAIOKafkaConsumer):
         for tp in revoked:
             self._next.pop(tp, None)
             self._handled.pop(tp, None)
+        if self.routes.event_time is not None:
+            self.routes.event_time.forget(revoked)
         await super().on_partitions_revoked(revoked)
 
     async def _end_assignment(self) -> None:
         """No batch handed over from now on starts; the ones being handled finish."""
         self.stop_flow()
         self._assignment += 1
+        if self.routes.event_time is not None:  # not handed over, not committed: read again by the next owner
+            self.routes.event_time.drop(list(self.routes.event_time.held))
         for lane in self._lanes.values():
             while not lane.queue.empty():
                 lane.queue.get_nowait()

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
-from faust.types import TP
 
 from streamrec.stream.kafka.consumer import Batch, ChangelogAckedTable, InputRoutes, Route
 from streamrec.stream.kafka.consumer import install as install_consumer
@@ -30,7 +29,7 @@ from streamrec.stream.worker.agent_failure import exit_on_error
 from streamrec.stream.worker.api import register_views
 from streamrec.stream.worker.augmentation import StreamAugmenter
 from streamrec.stream.worker.contract import Limits
-from streamrec.stream.worker.event_time import PartitionPacer, event_time_of
+from streamrec.stream.worker.event_time import EventTimeBuffer, event_time_of
 from streamrec.stream.worker.ingest import Ingestor, IngestStats, TrainingEvent
 from streamrec.stream.worker.learner import Learner
 from streamrec.stream.worker.parameter_sync import ItemParameterExchange
@@ -187,21 +186,16 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
             await learner.checkpoint()
 
     training: asyncio.Future[None] | None = None
-    pacer = None  # reads the interaction topics in step in event time (stream/worker/event_time.py)
+    aligned = None  # hands the interaction topics over in step in event time (stream/worker/event_time.py)
     if settings.event_time_alignment:
-        pacer = PartitionPacer(settings.interaction_topics, int(settings.event_time_slack_s * 1000))
-        stats.pacer = pacer  # /stats reads its figures when asked, not after every batch
+        aligned = EventTimeBuffer(
+            int(settings.event_time_slack_s * 1000), settings.event_time_idle_s, max_held=2 * settings.batch_size
+        )
+        stats.event_time = aligned  # /stats reads its figures when asked
 
     async def ingest_interactions(batch: Batch) -> None:
         nonlocal training
         training_events = await ingestor.interactions(batch.records, batch.unreadable)
-        if pacer is not None:
-            newest: dict[TP, int] = {}
-            for e in training_events:
-                tp = TP(e.topic, e.partition)
-                newest[tp] = max(newest.get(tp, e.interaction.ts), e.interaction.ts)
-            pacer.note_batch(newest)
-            pacer.pace(app.consumer)
         if learner is None:
             return
         # One step in flight: batch n trains (in a thread) while batch n+1 is ingested. Steps stay
@@ -226,6 +220,8 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
         # A fetch's partitions are merged by event time, read from the payload (Kafka's own timestamps
         # are too coarse: a fast producer stamps dozens of records with the same millisecond).
         time_of=event_time_of if settings.event_time_alignment else None,
+        event_time=aligned,
+        event_time_topics=frozenset(settings.interaction_topics),
         # After the seek to the committed offsets, the learner seeks back to what it has trained on.
         after_seek=learner.rewind if learner is not None else None,
     )

@@ -1,36 +1,53 @@
-"""Read the input partitions in step in event time: pause those that run ahead.
+"""Hand the input partitions over in step in event time: a watermark, a hold-back buffer, pausing.
 
 Kafka orders a user's events within one partition of one topic, not across topics or partitions.
 A worker reading the clicks topic behind the purchases topic applies a user's purchase before the
 click that came first; that click is then *late* (:mod:`streamrec.stream.worker.user_state`): it
 is trained on, but cannot be scored without using the future. In a replay compressed a hundred
-thousand times, one second of skew between topics is a day of event time, and the demo used to
-score a fifth of its clicks.
+thousand times, one second of skew between topics is a day of event time. Two causes: a backlog
+(each fetch brings thousands of records per partition, and the purchases partition, with fewer
+events, covers more event time per fetch), and a live stream (a producer appends a purchase's
+batch before its click's batch, or the fetch of the clicks partition is answered a moment before
+the click arrives). Merging one fetch by event time fixes neither; holding records back does.
 
-The fix is a **watermark** over the input partitions: the newest event time handed over by the
-partition furthest behind, among the partitions that still have records to read (a partition at
-the end of its log holds nobody back: it may simply be quiet). Every partition whose newest event
-is more than ``slack_ms`` past the watermark is **paused** (Faust's ``pause_partitions``: it is
-not fetched) until the watermark catches up. The partition that defines the watermark is never
-paused, so the reading always progresses. The granularity is a fetched batch: a batch already
-fetched is handed over whole, so skew stays below about one batch of event time.
+The **watermark** is the newest event time fetched from the partition furthest behind, among the
+*active* partitions: those with records left to read, or that brought records within the last
+``idle_s`` (a quiet partition holds nobody back for long: after ``idle_s`` it is taken to have
+nothing older to say). A record whose event time is more than ``slack_ms`` past the watermark is
+**held** in :class:`EventTimeBuffer` until the watermark reaches it, so a purchase waits for the
+clicks fetched after it. Each partition's records leave in offset order (a held record holds the
+ones after it on its partition). The partition that defines the watermark releases everything it
+fetched, so the reading always progresses. A partition holding ``max_held`` records or more is
+**paused** (not fetched: memory stays bounded while another partition catches up), and resumed
+once it holds fewer than half as many; the partition defining the watermark is never paused.
 
-Pausing moves no offsets and drops nothing: records are only fetched later. The consumer commits
-what was handled, as before (:mod:`streamrec.stream.kafka.consumer`).
+Holding moves no offsets: the consumer commits only what was handed over and handled, drops the
+held records of a partition that is sought or revoked (they are read again from where the seek or
+the next owner starts), and a partition sought back after a discarded fetch is sought to its first
+held record (:mod:`streamrec.stream.kafka.consumer`). The cost is latency: a record waits at most
+until the slowest active partition's fetch passes its time, or ``idle_s``.
 
->>> aligner = EventTimeAligner(slack_ms=0)
->>> aligner.note("clicks:0", 1_000)
->>> aligner.note("purchases:0", 5_000)
->>> sorted(aligner.ahead(assigned={"clicks:0", "purchases:0"}, behind={"clicks:0", "purchases:0"}))
-['purchases:0']
->>> sorted(aligner.ahead(assigned={"clicks:0", "purchases:0"}, behind={"purchases:0"}))  # clicks caught up
-[]
+>>> buffer = EventTimeBuffer(idle_s=0.2)
+>>> clicks, purchases = "clicks:0", "purchases:0"
+>>> buffer.add(purchases, [("p@10", 10), ("p@20", 20)], now=0.0)  # (record, event time)
+>>> buffer.add(clicks, [("c@10", 10)], now=0.0)
+>>> buffer.release(assigned={clicks, purchases}, behind={clicks, purchases}, now=0.0)
+{'purchases:0': ['p@10'], 'clicks:0': ['c@10']}
+>>> buffer.held_count(purchases)  # the purchase at 20 waits for the clicks up to 20
+1
+>>> buffer.add(clicks, [("c@20", 20), ("c@30", 30)], now=0.05)
+>>> buffer.release(assigned={clicks, purchases}, behind={clicks, purchases}, now=0.05)
+{'purchases:0': ['p@20'], 'clicks:0': ['c@20']}
+>>> buffer.release(assigned={clicks, purchases}, behind=set(), now=0.3)  # both quiet for idle_s: none holds
+{'clicks:0': ['c@30']}
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Iterable, Mapping
+from collections import deque
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import orjson
@@ -98,41 +115,130 @@ def event_time_of(record: Any) -> int:
     return ts if isinstance(ts, int) and not isinstance(ts, bool) else int(record.timestamp)
 
 
-class PartitionPacer:
-    """The Faust shell: applies :meth:`EventTimeAligner.ahead` to the consumer after each batch.
+@dataclass
+class _Held:
+    """One partition's records not handed over yet, oldest first, with their event times."""
 
-    Only interaction partitions are paced (the catalogue has no event time, and is never paused),
-    and only the partitions this pacer paused are ever resumed: Faust pauses and resumes changelog
-    partitions for its own recovery.
+    items: deque[tuple[Any, int]] = field(default_factory=deque)
+
+
+class EventTimeBuffer(Generic[TPT]):
+    """The pure core of the hold-back (module docstring): what to release, hold, pause and resume.
+
+    The consumer calls :meth:`add` with each partition's contiguous records as fetched, with
+    their event times, then :meth:`release` for what may be handed over now, and :meth:`to_pause`
+    / :meth:`to_resume` for the fetching. ``now`` is a monotonic clock in seconds.
     """
 
-    def __init__(self, topics: Iterable[str], slack_ms: int = 0) -> None:
-        self.topics = frozenset(topics)
-        self.aligner: EventTimeAligner[Any] = EventTimeAligner(slack_ms)
-        self.paused: set[Any] = set()
-        self.pauses = 0  # partitions paused, counted each time (for /stats)
+    def __init__(self, slack_ms: int = 0, idle_s: float = 0.2, max_held: int = 2000) -> None:
+        if idle_s < 0 or max_held < 1:
+            raise ValueError("idle_s cannot be negative and max_held must be positive")
+        self.aligner: EventTimeAligner[TPT] = EventTimeAligner(slack_ms)
+        self.idle_s = idle_s
+        self.max_held = max_held
+        self.held: dict[TPT, _Held] = {}
+        self.last_fetched: dict[TPT, float] = {}  # when each partition last brought records (or was first seen)
+        self.paused: set[TPT] = set()
+        self.mark: int | None = None  # the last watermark (None: nobody held back)
+        self.pauses = 0  # partitions paused, counted each time
+        self.released = 0
+        self.most_held = 0  # the most records held at once, all partitions together
 
-    def note_batch(self, newest: Mapping[Any, int]) -> None:
-        self.aligner.note_many(newest)
+    def add(self, tp: TPT, timed: Sequence[tuple[Any, int]], now: float) -> None:
+        """Records of ``tp`` just fetched, in offset order, each with its event time in ms."""
+        if not timed:
+            return
+        held = self.held.setdefault(tp, _Held())
+        held.items.extend(timed)
+        self.aligner.note(tp, max(ts for _, ts in timed))
+        self.last_fetched[tp] = now
+        self.most_held = max(self.most_held, sum(len(h.items) for h in self.held.values()))
 
-    def pace(self, consumer: Any) -> None:
-        """Pause the partitions that run ahead, resume those that no longer do (or were revoked)."""
-        assigned = {tp for tp in consumer.assignment() if tp.topic in self.topics}
-        self.aligner.forget([tp for tp in self.aligner.newest if tp not in assigned])
-        behind = {tp for tp in assigned if consumer.behind(tp)}
-        ahead = self.aligner.ahead(assigned, behind)
-        resume = {tp for tp in self.paused if tp not in ahead}
-        pause = ahead - self.paused
-        if resume:
-            consumer.resume_partitions({tp for tp in resume if tp in assigned})
-        if pause:
-            consumer.pause_partitions(pause)
-            self.pauses += len(pause)
-        self.paused = (self.paused - resume) | pause
+    def release(self, assigned: Iterable[TPT], behind: Iterable[TPT], now: float) -> dict[TPT, list[Any]]:
+        """The records that may be handed over now, per partition in offset order (the rest stay held).
+
+        ``behind``: the assigned partitions with records left to read (as of their last fetch).
+        """
+        assigned = set(assigned)
+        for tp in assigned:
+            self.last_fetched.setdefault(tp, now)  # a partition just assigned is active for idle_s
+        active = {tp for tp in assigned if tp in behind or now - self.last_fetched[tp] < self.idle_s}
+        self.mark = self.aligner.watermark(assigned, active)
+        limit = None if self.mark is None else self.mark + self.aligner.slack_ms
+        out: dict[TPT, list[Any]] = {}
+        for tp, held in self.held.items():
+            items = held.items
+            if limit is None:
+                taken = [item for item, _ in items]
+                items.clear()
+            else:
+                taken = []
+                while items and items[0][1] <= limit:
+                    taken.append(items.popleft()[0])
+            if taken:
+                out[tp] = taken
+                self.released += len(taken)
+        return out
+
+    def holding(self) -> bool:
+        """Whether any record waits (the consumer then wakes after ``idle_s`` even without a fetch)."""
+        return any(held.items for held in self.held.values())
+
+    def held_count(self, tp: TPT) -> int:
+        held = self.held.get(tp)
+        return 0 if held is None else len(held.items)
+
+    def first_held(self, tp: TPT) -> Any | None:
+        """The oldest record ``tp`` holds (a seek back after a discarded fetch starts there), or None."""
+        held = self.held.get(tp)
+        return held.items[0][0] if held is not None and held.items else None
+
+    def drop(self, tps: Iterable[TPT]) -> int:
+        """Forget what ``tps`` hold (sought, or revoked: the records are read again); returns how many."""
+        dropped = 0
+        for tp in tps:
+            held = self.held.pop(tp, None)
+            dropped += 0 if held is None else len(held.items)
+        return dropped
+
+    def forget(self, tps: Iterable[TPT]) -> None:
+        """Partitions revoked: another worker reads them now."""
+        tps = list(tps)
+        self.drop(tps)
+        self.aligner.forget(tps)
+        for tp in tps:
+            self.last_fetched.pop(tp, None)
+        self.paused.difference_update(tps)
+
+    def to_pause(self, assigned: Iterable[TPT]) -> set[TPT]:
+        """Assigned partitions holding ``max_held`` or more, but not the one defining the watermark."""
+        assigned = set(assigned)
+        defining = {tp for tp in assigned if self.mark is not None and self.aligner.newest.get(tp) == self.mark}
+        pause = {tp for tp in assigned - self.paused - defining if self.held_count(tp) >= self.max_held}
+        self.paused |= pause
+        self.pauses += len(pause)
+        return pause
+
+    def to_resume(self, assigned: Iterable[TPT]) -> set[TPT]:
+        """Partitions this buffer paused that hold fewer than half of ``max_held`` now (or define the watermark)."""
+        assigned = set(assigned)
+        resume = {
+            tp
+            for tp in self.paused
+            if tp in assigned and (self.held_count(tp) < self.max_held // 2 or self.aligner.newest.get(tp) == self.mark)
+        }
+        self.paused -= resume
+        return resume
 
     def as_dict(self) -> dict[str, Any]:
+        """What ``/stats`` shows as ``event_time``."""
         return {
             "slack_ms": self.aligner.slack_ms,
-            "paused_now": sorted(f"{tp.topic}:{tp.partition}" for tp in self.paused),
+            "idle_s": self.idle_s,
+            "watermark_ms": self.mark,
+            "held_now": sum(len(h.items) for h in self.held.values()),
+            "most_held": self.most_held,
+            "released": self.released,
+            "paused_now": sorted(str(tp) for tp in self.paused),
             "pauses": self.pauses,
         }

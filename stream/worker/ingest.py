@@ -273,7 +273,7 @@ class IngestStats:
     partitioner: str = "murmur2"  # STREAMREC_PARTITIONER: what "misrouted" is measured against
     placement: Counter[str] = field(default_factory=Counter)  # valid keyed records: see ingest.Placement
     refetched_handled: int = 0  # a bad or misrouted record read again by this process: not sent again
-    pacer: Any = None  # stream/worker/event_time.PartitionPacer, when the partitions are read in step
+    event_time: Any = None  # stream/worker/event_time.EventTimeBuffer, when the partitions are read in step
     batches: int = 0
     first_batch_at: float | None = None
     last_batch_at: float | None = None
@@ -298,7 +298,7 @@ class IngestStats:
             "placement": {
                 k: self.placement.get(k, 0) for k in (Placement.CONFIGURED, Placement.OTHER, Placement.NEITHER)
             },
-            "pacing": {} if self.pacer is None else self.pacer.as_dict(),
+            "event_time": {} if self.event_time is None else self.event_time.as_dict(),
             "batches": self.batches,
             "first_batch_at": self.first_batch_at,
             "last_batch_at": self.last_batch_at,

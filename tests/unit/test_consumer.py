@@ -40,6 +40,7 @@ from streamrec.stream.kafka.consumer import (
     guard_fetch_results,
     install,
 )
+from streamrec.stream.worker.event_time import EventTimeBuffer
 from streamrec.stream.worker.ingest import offset_ranges
 
 CLICKS_0, CLICKS_1 = TopicPartition("clicks", 0), TopicPartition("clicks", 1)
@@ -190,7 +191,9 @@ def test_without_the_guard_aiokafka_raises_out_of_the_fetch():
 class Harness:
     """A BatchConsumer whose fetches come from a script and whose seeks and commits are recorded."""
 
-    def __init__(self, *, size: int = 1000, rewind: dict[TopicPartition, int] | None = None) -> None:
+    def __init__(
+        self, *, size: int = 1000, rewind: dict[TopicPartition, int] | None = None, event_time: Any = None
+    ) -> None:
         self.handled: list[Batch] = []
         self.seeks: list[dict[TopicPartition, int]] = []
         self.commits: list[dict[Any, int]] = []
@@ -209,7 +212,11 @@ class Harness:
 
         app = faust.App("unit", broker="kafka://127.0.0.1:1")
         routes = InputRoutes(
-            (Route("clicks", frozenset({"clicks"}), handle),), max_batch_records=size, after_seek=after_seek
+            (Route("clicks", frozenset({"clicks"}), handle),),
+            max_batch_records=size,
+            after_seek=after_seek,
+            event_time=event_time,
+            event_time_topics=frozenset({"clicks"}),
         )
         install(app, routes, ())
         consumer: BatchConsumer = app.consumer
@@ -244,6 +251,9 @@ class Harness:
         consumer.seek_wait = seek_wait  # type: ignore[method-assign]
         consumer._commit_offsets = commit_offsets  # type: ignore[method-assign]
         consumer._wait_next_records = next_records  # type: ignore[method-assign]
+        self.paused: set[TopicPartition] = set()
+        consumer.pause_partitions = self.paused.update  # type: ignore[method-assign]
+        consumer.resume_partitions = self.paused.difference_update  # type: ignore[method-assign]
         self.consumer = consumer
         self.fetcher = type("Fetcher", (), {"_stopped": asyncio.Event()})()
 
@@ -597,3 +607,64 @@ def test_a_changelog_whose_metadata_is_not_known_yet_is_checked_on_a_later_write
     partitions[other.changelog_topic_name] = 8
     with pytest.raises(faust.exceptions.PartitionsMismatch):  # a real mismatch still stops the worker
         other._verify_source_topic_partitions("clicks")
+
+
+# --- event-time hold-back (stream/worker/event_time.py) through the consumer ---------------------
+
+
+def at(tp: TopicPartition, offsets: range, first_ts: int, step: int = 10) -> dict[TopicPartition, list[ConsumerRecord]]:
+    return {tp: [timed(tp, o, first_ts + step * k) for k, o in enumerate(offsets)]}
+
+
+@in_a_loop
+async def test_records_past_the_watermark_wait_for_the_partition_behind_and_are_committed_only_once_handed():
+    h = Harness(event_time=EventTimeBuffer(idle_s=60.0))
+    h.committed = {CLICKS_0: 10, CLICKS_1: 0}
+    await h.consumer.perform_seek()
+    # partition 1 runs ahead in event time (1000..1090); partition 0 is at 100..130
+    got = await h.run(at(CLICKS_0, range(10, 14), 100) | at(CLICKS_1, range(0, 10), 1000))
+    assert got == [[(0, 10), (0, 11), (0, 12), (0, 13)]]
+    assert h.consumer._handled == {CLICKS_0: 14} and h.consumer._next == {CLICKS_0: 14, CLICKS_1: 10}
+    # partition 0 catches up to 1045: partition 1's records up to 1040 go, interleaved by time
+    got = await h.run(at(CLICKS_0, range(14, 16), 1035))
+    assert got[1:] == [[(1, 0), (1, 1), (1, 2), (1, 3), (0, 14), (1, 4), (0, 15)]]
+    assert h.consumer._handled == {CLICKS_0: 16, CLICKS_1: 5}  # the commit never covers what is held
+    assert h.consumer.routes.event_time.held_count(CLICKS_1) == 5
+
+
+@in_a_loop
+async def test_a_discarded_fetch_seeks_back_to_the_first_record_held_not_past_it():
+    h = Harness(event_time=EventTimeBuffer(idle_s=60.0))
+    h.committed = {CLICKS_0: 10, CLICKS_1: 0}
+    await h.consumer.perform_seek()
+
+    async def flow_stops() -> dict[TopicPartition, list[ConsumerRecord]]:
+        h.consumer.stop_flow()
+        return at(CLICKS_1, range(10, 12), 2000)
+
+    async def flow_resumes() -> dict[TopicPartition, list[ConsumerRecord]]:
+        h.consumer.resume_flow()
+        return at(CLICKS_1, range(3, 12), 1030) | at(CLICKS_0, range(11, 12), 5000)
+
+    got = await h.run(at(CLICKS_0, range(10, 11), 1020) | at(CLICKS_1, range(0, 10), 1000), flow_stops, flow_resumes)
+    assert h.seeks[1:] == [{CLICKS_1: 3}]  # 3..9 were held, not handed over: read again from 3
+    handed = [(p, o) for batch in got for p, o in batch]
+    assert sorted(handed) == [(0, 10)] + [(1, o) for o in range(12)]  # every offset once, none skipped
+    assert h.consumer.routes.event_time.first_held(CLICKS_0).offset == 11  # at 5000: partition 1 is at 1110
+
+
+@in_a_loop
+async def test_a_partition_holding_too_much_is_paused_and_what_it_held_is_dropped_on_revocation():
+    h = Harness(event_time=EventTimeBuffer(idle_s=60.0, max_held=4))
+    h.committed = {CLICKS_0: 10, CLICKS_1: 0}
+    await h.consumer.perform_seek()
+    await h.run(at(CLICKS_0, range(10, 11), 100) | at(CLICKS_1, range(0, 6), 1000))
+    assert h.paused == {CLICKS_1}
+
+    async def faust_revokes(revoked: set[Any]) -> None:
+        pass
+
+    h.consumer._on_partitions_revoked = faust_revokes
+    await h.consumer.on_partitions_revoked({CLICKS_0, CLICKS_1})
+    assert h.commits == [{CLICKS_0: 11}]  # partition 1 handed nothing over: its commit stays where it was
+    assert not h.consumer.routes.event_time.holding() and h.consumer.routes.event_time.paused == set()

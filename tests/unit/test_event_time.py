@@ -1,4 +1,4 @@
-"""Pausing the input partitions that run ahead in event time (stream/worker/event_time.py)."""
+"""Handing the input partitions over in step in event time (stream/worker/event_time.py)."""
 
 import doctest
 
@@ -6,30 +6,9 @@ import pytest
 from faust.types import TP
 
 from streamrec.stream.worker import event_time
-from streamrec.stream.worker.event_time import EventTimeAligner, PartitionPacer
+from streamrec.stream.worker.event_time import EventTimeAligner, EventTimeBuffer
 
 CLICKS, PURCHASES, CATALOGUE = TP("clicks", 0), TP("purchases", 0), TP("catalogue", 0)
-
-
-class FakeConsumer:
-    """The consumer surface the pacer uses: assignment, lag and Faust's pause/resume sets."""
-
-    def __init__(self, assigned: set[TP]) -> None:
-        self.assigned = set(assigned)
-        self.lagging = set(assigned)
-        self.paused: set[TP] = set()
-
-    def assignment(self) -> set[TP]:
-        return set(self.assigned)
-
-    def behind(self, tp: TP) -> bool:
-        return tp in self.lagging
-
-    def pause_partitions(self, tps):
-        self.paused |= set(tps)
-
-    def resume_partitions(self, tps):
-        self.paused -= set(tps)
 
 
 def test_the_docstring_example_runs():
@@ -50,40 +29,81 @@ def test_the_partition_furthest_behind_is_never_paused_so_reading_progresses():
         EventTimeAligner(slack_ms=-1)
 
 
-def test_the_pacer_pauses_the_topic_ahead_and_resumes_it_when_the_other_catches_up():
-    consumer = FakeConsumer({CLICKS, PURCHASES, CATALOGUE})
-    pacer = PartitionPacer({"clicks", "purchases"})
-    pacer.note_batch({CLICKS: 1_000, PURCHASES: 9_000})
-    pacer.pace(consumer)
-    assert consumer.paused == {PURCHASES} and pacer.pauses == 1
-    pacer.note_batch({CLICKS: 9_000})
-    pacer.pace(consumer)
-    assert consumer.paused == set()
-    # clicks at the end of their log (quiet) hold nobody back
-    pacer.note_batch({PURCHASES: 20_000})
-    consumer.lagging = {PURCHASES}
-    pacer.pace(consumer)
-    assert consumer.paused == set() and pacer.as_dict() == {"slack_ms": 0, "paused_now": [], "pauses": 1}
+def released(buffer, assigned, behind, now):
+    return {tp: items for tp, items in buffer.release(assigned, behind, now).items()}
 
 
-def test_the_pacer_never_touches_partitions_it_did_not_pause_nor_the_catalogue():
-    consumer = FakeConsumer({CLICKS, PURCHASES, CATALOGUE})
-    consumer.paused = {TP("changelog", 0)}  # Faust's own, for recovery
-    pacer = PartitionPacer({"clicks", "purchases"})
-    pacer.note_batch({CLICKS: 1_000, PURCHASES: 1_000})
-    pacer.pace(consumer)
-    assert consumer.paused == {TP("changelog", 0)}
+def test_a_purchase_waits_for_the_clicks_fetched_after_it():
+    buffer = EventTimeBuffer(idle_s=0.5)
+    both = {CLICKS, PURCHASES}
+    buffer.add(PURCHASES, [("p1", 100), ("p2", 200), ("p3", 300)], now=0.0)
+    buffer.add(CLICKS, [("c1", 100)], now=0.0)
+    assert released(buffer, both, both, 0.0) == {PURCHASES: ["p1"], CLICKS: ["c1"]}
+    assert buffer.as_dict()["watermark_ms"] == 100 and buffer.held_count(PURCHASES) == 2
+    # clicks catch up to 250: the purchase at 200 goes, the one at 300 still waits
+    buffer.add(CLICKS, [("c2", 150), ("c3", 250)], now=0.1)
+    assert released(buffer, both, both, 0.1) == {PURCHASES: ["p2"], CLICKS: ["c2", "c3"]}
+    assert buffer.released == 5 and buffer.most_held == 4
 
 
-def test_a_revoked_partition_is_forgotten_and_not_resumed():
-    consumer = FakeConsumer({CLICKS, PURCHASES})
-    pacer = PartitionPacer({"clicks", "purchases"})
-    pacer.note_batch({CLICKS: 1_000, PURCHASES: 9_000})
-    pacer.pace(consumer)
-    consumer.assigned = {CLICKS}  # purchases:0 went to another worker (Faust drops it from its paused set)
-    consumer.paused.discard(PURCHASES)
-    pacer.pace(consumer)
-    assert pacer.paused == set() and PURCHASES not in pacer.aligner.newest and consumer.paused == set()
+def test_a_partition_keeps_its_offset_order_a_held_record_holds_the_ones_after_it():
+    buffer = EventTimeBuffer(idle_s=0.5)
+    both = {CLICKS, PURCHASES}
+    buffer.add(PURCHASES, [("p1", 300), ("p2", 50)], now=0.0)  # out of time order on its partition
+    buffer.add(CLICKS, [("c1", 100)], now=0.0)
+    assert released(buffer, both, both, 0.0) == {CLICKS: ["c1"]}
+    assert buffer.first_held(PURCHASES) == "p1" and buffer.held_count(PURCHASES) == 2
+
+
+def test_a_partition_with_records_left_holds_the_others_a_quiet_one_only_for_idle_s():
+    buffer = EventTimeBuffer(idle_s=0.5)
+    both = {CLICKS, PURCHASES}
+    buffer.add(PURCHASES, [("p1", 900)], now=0.0)
+    buffer.add(CLICKS, [("c1", 100)], now=0.0)
+    assert released(buffer, both, {CLICKS}, 0.0) == {CLICKS: ["c1"]}
+    assert released(buffer, both, {CLICKS}, 10.0) == {}  # clicks have records left to read: no end to waiting
+    assert released(buffer, both, set(), 0.4) == {}  # at the end of their log, but brought records 0.4 s ago
+    assert released(buffer, both, set(), 0.6) == {PURCHASES: ["p1"]}  # quiet for idle_s: nobody holds back
+    # a partition just assigned that has not been fetched yet holds the others for idle_s
+    buffer.add(PURCHASES, [("p2", 1000)], now=1.0)
+    assert released(buffer, both | {TP("clicks", 1)}, {TP("clicks", 1)}, 1.0) == {}
+
+
+def test_the_partition_holding_too_much_is_paused_but_never_the_one_behind():
+    buffer = EventTimeBuffer(idle_s=0.5, max_held=4)
+    both = {CLICKS, PURCHASES}
+    buffer.add(PURCHASES, [(f"p{k}", 1000 + k) for k in range(6)], now=0.0)
+    buffer.add(CLICKS, [("c1", 100)], now=0.0)
+    released(buffer, both, both, 0.0)
+    assert buffer.to_pause(both) == {PURCHASES} and buffer.to_pause(both) == set()  # paused once
+    assert buffer.to_resume(both) == set()
+    buffer.add(CLICKS, [("c2", 1004)], now=0.1)
+    released(buffer, both, both, 0.1)  # p0..p4 go: 1 held, under half of max_held
+    assert buffer.to_resume(both) == {PURCHASES} and buffer.as_dict()["pauses"] == 1
+    # the partition that defines the watermark is never paused, however much it holds
+    lone = EventTimeBuffer(idle_s=0.5, max_held=2)
+    lone.add(CLICKS, [("c", 5), ("d", 6), ("e", 7)], now=0.0)
+    lone.add(PURCHASES, [("p", 1)], now=0.0)
+    lone.release(both, both, 0.0)
+    assert lone.to_pause(both) == {CLICKS}
+    lone.add(PURCHASES, [("q", 9)], now=0.1)
+    lone.release(both, both, 0.1)
+    assert lone.mark == 7 and lone.to_resume(both) == {CLICKS}
+
+
+def test_a_seek_or_a_revocation_drops_what_was_held():
+    buffer = EventTimeBuffer(idle_s=0.5, max_held=1)
+    both = {CLICKS, PURCHASES}
+    buffer.add(PURCHASES, [("p1", 900), ("p2", 901)], now=0.0)
+    buffer.add(CLICKS, [("c1", 100)], now=0.0)
+    released(buffer, both, both, 0.0)
+    buffer.to_pause(both)
+    assert buffer.drop([PURCHASES]) == 2 and buffer.first_held(PURCHASES) is None and not buffer.holding()
+    buffer.add(PURCHASES, [("p3", 950)], now=0.1)
+    buffer.forget([PURCHASES])
+    assert PURCHASES not in buffer.aligner.newest and buffer.paused == set() and not buffer.holding()
+    with pytest.raises(ValueError):
+        EventTimeBuffer(max_held=0)
 
 
 def test_a_records_event_time_is_read_from_its_payload_as_the_contract_reads_it():
