@@ -160,6 +160,7 @@ def run_ingest(
     rates["faust-empty-agent"] = faust_empty_agent(env, total, settings.state_dir / "empty-agent.rate")
     same_work: list[float] = []
     worker: list[float] = []
+    per_batch: list[float] = []  # the worker's records per batch handed over (fewer: more per-batch cost)
     for repeat in range(repeats):
         worker_env = {**env, "STREAMREC_APP_ID": f"{env['STREAMREC_APP_ID']}-w{repeat}",
                       "STREAMREC_STATE_DIR": str(settings.state_dir / f"worker-{repeat}")}  # fmt: skip
@@ -172,6 +173,7 @@ def run_ingest(
             if stats["applied_interactions"] != total:
                 raise RuntimeError(f"the worker applied {stats['applied_interactions']:,} of {total:,} interactions")
             worker.append(rate)
+            per_batch.append(stats["consumer"]["records"] / max(1, stats["consumer"]["batches"]))
     rates["raw-same-work"] = statistics.median(same_work)
     rates["faust-worker"] = statistics.median(worker)
     rates = {name: rates[name] for name in ("raw-consume", "raw-same-work", "faust-empty-agent", "faust-worker")}
@@ -182,6 +184,7 @@ def run_ingest(
         # The worker's rate over each loop's, all measured in this run (medians over the repeats).
         "worker_over": {name: rates["faust-worker"] / rate for name, rate in rates.items()},
         "repeats": {"raw-same-work": same_work, "faust-worker": worker},
+        "worker_records_per_batch": statistics.fmean(per_batch) if per_batch else None,
         # The goal's ratio, paired repeat by repeat.
         "worker_over_same_work": ratio_interval([w / r for w, r in zip(worker, same_work, strict=True)]),
     }

@@ -136,7 +136,10 @@ def run_service(
     The stream's first 10% trains every model but is not scored: the baselines were tuned there
     (``bench.tune_baselines``)."""
     tuning = int(0.1 * (limit or len(dataset.interactions)))
-    child_env = {**os.environ, "STREAMREC_EVALUATION_TUNING_EVENTS": str(tuning), **env}
+    # Event-time alignment on (unless set): a replay faster than the worker trains leaves a backlog on
+    # both topics, and without it most clicks would arrive after their purchase (docs/settings.md).
+    child_env = {"STREAMREC_EVENT_TIME_ALIGNMENT": "true", **os.environ,
+                 "STREAMREC_EVALUATION_TUNING_EVENTS": str(tuning), **env}  # fmt: skip
     asyncio.run(ensure_topics(settings))
     inference = None
     if settings.train and settings.augment and with_inference_worker:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -287,6 +288,17 @@ class ProgressDeadline:
         return self.clock() >= self.expires_at
 
 
+def demo_worker_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The stream worker's environment in the demo: event-time alignment on unless the user says otherwise.
+
+    The demo replays a dataset many times faster than the worker trains, so both topics build a
+    backlog; without alignment a user's purchase is often applied before the click it followed, and
+    such clicks cannot be scored (most of them, in a full replay). Its ingestion cost does not
+    matter here: training, not ingestion, sets the demo's pace (docs/settings.md).
+    """
+    return {"STREAMREC_EVENT_TIME_ALIGNMENT": "true", **environ}
+
+
 async def run_demo(
     settings: Settings,
     dataset: Dataset,
@@ -320,7 +332,7 @@ async def run_demo(
     if settings.train and settings.augment:
         # The transformer inference worker (CPU here): item texts → content vectors, LM scoring.
         inference = WorkerProcess(settings, role="augment")
-    worker = WorkerProcess(settings)
+    worker = WorkerProcess(settings, env=demo_worker_env(os.environ))
     ok = False
     try:
         await ensure_topics(settings)

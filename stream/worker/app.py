@@ -189,7 +189,10 @@ def build_app(settings: Settings, learner: Learner | None = None) -> StreamApp:
     aligned = None  # hands the interaction topics over in step in event time (stream/worker/event_time.py)
     if settings.event_time_alignment:
         aligned = EventTimeBuffer(
-            int(settings.event_time_slack_s * 1000), settings.event_time_idle_s, max_held=2 * settings.batch_size
+            int(settings.event_time_slack_s * 1000),
+            settings.event_time_idle_s,
+            max_held=20 * settings.batch_size,
+            min_release=settings.batch_size,
         )
         stats.event_time = aligned  # /stats reads its figures when asked
 

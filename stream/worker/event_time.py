@@ -17,7 +17,10 @@ nothing older to say). A record whose event time is more than ``slack_ms`` past 
 **held** in :class:`EventTimeBuffer` until the watermark reaches it, so a purchase waits for the
 clicks fetched after it. Each partition's records leave in offset order (a held record holds the
 ones after it on its partition). The partition that defines the watermark releases everything it
-fetched, so the reading always progresses. A partition holding ``max_held`` records or more is
+fetched, so the reading always progresses. What a fetch lets go gathers up to ``min_release``
+records (the worker's batch size) before it is handed over, or until the oldest has waited
+``idle_s``: with a backlog the watermark moves a little with every fetch, and batches of a few
+records cost the worker per batch. A partition holding ``max_held`` records or more is
 **paused** (not fetched: memory stays bounded while another partition catches up), and resumed
 once it holds fewer than half as many; the partition defining the watermark is never paused.
 
@@ -119,7 +122,7 @@ def event_time_of(record: Any) -> int:
 class _Held:
     """One partition's records not handed over yet, oldest first, with their event times."""
 
-    items: deque[tuple[Any, int]] = field(default_factory=deque)
+    items: deque[tuple[Any, int, float]] = field(default_factory=deque)  # (record, event time, added at)
 
 
 class EventTimeBuffer(Generic[TPT]):
@@ -130,9 +133,10 @@ class EventTimeBuffer(Generic[TPT]):
     / :meth:`to_resume` for the fetching. ``now`` is a monotonic clock in seconds.
     """
 
-    def __init__(self, slack_ms: int = 0, idle_s: float = 0.2, max_held: int = 2000) -> None:
-        if idle_s < 0 or max_held < 1:
-            raise ValueError("idle_s cannot be negative and max_held must be positive")
+    def __init__(self, slack_ms: int = 0, idle_s: float = 0.2, max_held: int = 2000, min_release: int = 1) -> None:
+        if idle_s < 0 or max_held < 1 or min_release < 1:
+            raise ValueError("idle_s cannot be negative; max_held and min_release must be positive")
+        self.min_release = min_release
         self.aligner: EventTimeAligner[TPT] = EventTimeAligner(slack_ms)
         self.idle_s = idle_s
         self.max_held = max_held
@@ -149,7 +153,7 @@ class EventTimeBuffer(Generic[TPT]):
         if not timed:
             return
         held = self.held.setdefault(tp, _Held())
-        held.items.extend(timed)
+        held.items.extend((item, ts, now) for item, ts in timed)
         self.aligner.note(tp, max(ts for _, ts in timed))
         self.last_fetched[tp] = now
         self.most_held = max(self.most_held, sum(len(h.items) for h in self.held.values()))
@@ -165,20 +169,32 @@ class EventTimeBuffer(Generic[TPT]):
         active = {tp for tp in assigned if tp in behind or now - self.last_fetched[tp] < self.idle_s}
         self.mark = self.aligner.watermark(assigned, active)
         limit = None if self.mark is None else self.mark + self.aligner.slack_ms
+        counts = {tp: self._releasable(held.items, limit) for tp, held in self.held.items()}
+        if limit is not None and self.min_release > 1 and not self.paused:
+            # A backlog releases a little with every fetch; small batches cost the worker per batch, so
+            # they gather up to min_release, unless the oldest has waited idle_s (latency stays bounded).
+            oldest = min((held.items[0][2] for tp, held in self.held.items() if counts[tp]), default=now)
+            if sum(counts.values()) < self.min_release and now - oldest < self.idle_s:
+                return {}
         out: dict[TPT, list[Any]] = {}
-        for tp, held in self.held.items():
-            items = held.items
-            if limit is None:
-                taken = [item for item, _ in items]
-                items.clear()
-            else:
-                taken = []
-                while items and items[0][1] <= limit:
-                    taken.append(items.popleft()[0])
-            if taken:
-                out[tp] = taken
-                self.released += len(taken)
+        for tp, n in counts.items():
+            if n:
+                items = self.held[tp].items
+                out[tp] = [items.popleft()[0] for _ in range(n)]
+                self.released += n
         return out
+
+    @staticmethod
+    def _releasable(items: deque[tuple[Any, int, float]], limit: int | None) -> int:
+        """How many of a partition's held records, from the oldest, are at or below ``limit``."""
+        if limit is None:
+            return len(items)
+        n = 0
+        for _, ts, _ in items:
+            if ts > limit:
+                break
+            n += 1
+        return n
 
     def holding(self) -> bool:
         """Whether any record waits (the consumer then wakes after ``idle_s`` even without a fetch)."""

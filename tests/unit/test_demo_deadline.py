@@ -155,3 +155,10 @@ def test_continue_warns_about_users_the_dedupe_window_cannot_cover() -> None:
     )
     assert dedupe_window_note(data, 4, 3) is not None and dedupe_window_note(data, 3, 3) is None  # the replayed part
     assert "turns the event-id dedupe off" in (dedupe_window_note(data, None, 0) or "")
+
+
+def test_the_demo_reads_its_backlog_in_step_in_event_time_unless_the_user_chose():
+    from streamrec.stream.tools.demo import demo_worker_env
+
+    assert demo_worker_env({"PATH": "/bin"}) == {"STREAMREC_EVENT_TIME_ALIGNMENT": "true", "PATH": "/bin"}
+    assert demo_worker_env({"STREAMREC_EVENT_TIME_ALIGNMENT": "false"})["STREAMREC_EVENT_TIME_ALIGNMENT"] == "false"

@@ -119,3 +119,18 @@ def test_a_records_event_time_is_read_from_its_payload_as_the_contract_reads_it(
     assert of(b'{"ts": "1997-09-20T03:05:10Z"}') == 874724710000
     # not an event time: the record's own timestamp orders it (the contract dead-letters it later)
     assert of(b'{"ts": true}') == of(b"not json") == of(b'{"no_ts": 1}') == of(b'{"ts": "soon"}') == 1_700_000_000_000
+
+
+def test_what_a_fetch_lets_go_gathers_into_a_batch_unless_it_has_waited_idle_s():
+    buffer = EventTimeBuffer(idle_s=0.5, min_release=3)
+    both = {CLICKS, PURCHASES}
+    buffer.add(PURCHASES, [("p1", 100), ("p2", 900)], now=0.0)
+    buffer.add(CLICKS, [("c1", 100)], now=0.0)
+    assert released(buffer, both, both, 0.1) == {}  # two may go: fewer than min_release, and not old yet
+    buffer.add(CLICKS, [("c2", 200)], now=0.2)
+    assert released(buffer, both, both, 0.2) == {PURCHASES: ["p1"], CLICKS: ["c1", "c2"]}
+    buffer.add(CLICKS, [("c3", 300)], now=0.3)
+    assert released(buffer, both, both, 0.5) == {}
+    assert released(buffer, both, both, 0.8) == {CLICKS: ["c3"]}  # waited idle_s: a small batch goes
+    with pytest.raises(ValueError):
+        EventTimeBuffer(min_release=0)
