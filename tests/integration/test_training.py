@@ -71,7 +71,11 @@ def test_worker_scores_trains_serves_and_publishes_what_the_model_holds(training
     assert len(first) == min(500, counts["streamrec"]) and set(first) <= {e["user_id"] for e in events}
     for name in metrics:
         assert kept[name]["overall"]["users"] == first, name
-        assert set(kept[name]["overall"]["hr@10"]) <= {0.0, 1.0} and len(kept[name]["overall"]["ndcg@10"]) == len(first)
+        # a hit, a miss, or between for a target tied with others (the expected value of a random tie-break)
+        hits, gains = kept[name]["overall"]["hr@10"], kept[name]["overall"]["ndcg@10"]
+        assert len(hits) == len(gains) == len(first) and all(
+            0.0 <= g <= h <= 1.0 for h, g in zip(hits, gains, strict=True)
+        ), name
     assert model["memory"]["items"]["assigned"] == len({e["item_id"] for e in events})
     assert model["memory"]["users"]["assigned"] == len({e["user_id"] for e in events})
 
